@@ -1,0 +1,47 @@
+"""Errors and records for samples that cannot be turned into an image.
+
+A bad sample never costs the rest of its batch: every stage reports problems per
+sample as a :class:`BadSample`, and the loader applies its ``on_error`` policy.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """One sample that could not be read, parsed or decoded.
+
+    Args:
+        index: the sample's dataset index (or its running position for an iterable dataset).
+        path: the file it came from, when known.
+        reason: what went wrong, in words.
+    """
+
+    index: int
+    path: str | None
+    reason: str
+
+    def describe(self) -> str:
+        where = f"sample {self.index}" + (f" ({self.path})" if self.path else "")
+        return f"{where}: {self.reason}"
+
+
+class BadSampleError(RuntimeError):
+    """Raised with ``on_error="raise"`` when a sample is not a usable image.
+
+    The message names the dataset index, the path when known, and the reason.
+    ``err.sample`` holds the :class:`BadSample`.
+    """
+
+    def __init__(self, sample: BadSample):
+        super().__init__(f"bad image in {sample.describe()}")
+        self.sample = sample
+
+
+class HeaderError(ValueError):
+    """The bytes are not an image we can parse, or the header is truncated/corrupt."""
+
+
+class DecodeError(ValueError):
+    """The header parsed but decoding the pixels failed (truncated or corrupt data)."""

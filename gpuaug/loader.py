@@ -1,0 +1,276 @@
+"""``gpuaug.DataLoader``: torch's DataLoader with decoding and augmentation moved to the device stage.
+
+Workers run :mod:`gpuaug.sources` (read bytes) and :mod:`gpuaug.pack` (one buffer per
+batch); the main process runs :class:`gpuaug.stage.DeviceStage` on a background
+thread (:mod:`gpuaug.prefetch`) one batch ahead of the training loop.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch.utils.data import DataLoader as TorchDataLoader
+from torch.utils.data import Dataset, IterableDataset
+
+from .decode import CpuDecoder
+from .errors import BadSample, BadSampleError
+from .pack import DEFAULT_MAX_IMAGE_PIXELS, RawBatch, inspect_sample, pack_batch
+from .prefetch import Prefetcher
+from .rng import SampleKeys, random_bits
+from .sources import SampleReader
+from .stage import DeviceStage
+from .transforms import Compose, Transform
+
+
+class _RawMapDataset(Dataset):
+    """The user's map-style dataset, read as raw samples (runs in workers)."""
+
+    def __init__(self, reader: SampleReader):
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return len(self.reader.dataset)
+
+    def __getitem__(self, index: int):
+        return self.reader.read(index)
+
+
+class _RawIterableDataset(IterableDataset):
+    """The user's iterable dataset, read as raw samples (index assigned in the main process)."""
+
+    def __init__(self, reader: SampleReader):
+        self.reader = reader
+
+    def __iter__(self):
+        for item in self.reader.dataset:
+            yield self.reader.convert(item, -1)
+
+
+def _shuffle_seed(seed: int, epoch: int) -> int:
+    # A stream of the counter-based generator no transform uses (index -1) so the
+    # shuffling order is a pure function of (seed, epoch) too.
+    bits = random_bits(seed, epoch, torch.tensor([-1]), op_position=(1 << 16) - 2, n=2)[0]
+    return int(bits[0]) << 32 | int(bits[1])
+
+
+class DataLoader:
+    """Wrap any image ``Dataset``: workers read bytes, the device stage decodes and augments batches.
+
+    Takes ``torch.utils.data.DataLoader``'s arguments (passed through unchanged) plus
+    the ones below. Iterating yields the dataset's own sample structure with the image
+    field replaced by the batch: ``(images, labels)`` for an ``ImageFolder``, a dict for
+    dict samples, or just ``images``.
+
+    Args:
+        dataset: a map-style or iterable dataset whose image field is encoded bytes, a
+            path, a ``{"bytes", "path"}`` dict, or pixels (PIL / numpy / tensor);
+            ``ImageFolder``/``DatasetFolder`` files are read without their loader.
+        transform: a :class:`gpuaug.transforms.Compose` (or single transform); ``None``
+            hands out decoded uint8 images.
+        device: where augmentation runs and batches live (default: ``"cuda"`` when
+            available, else ``"cpu"``).
+        fused: ``None`` picks the fastest available path; ``False`` forces the torch
+            reference; ``True`` requires fused kernels.
+        seed: seed of the counter-based generator; a sample's augmentation is a pure
+            function of (seed, epoch, dataset index), as is the shuffling order when
+            no ``generator``/``sampler`` is given.
+        channels_last: hand out channels_last tensors.
+        on_error: what to do with an unreadable/undecodable sample: ``"raise"`` a
+            :class:`BadSampleError` naming it, ``"skip"`` it (smaller batch), or
+            ``"resample"`` another sample in its place (same batch size). Bad samples
+            are listed in :attr:`bad_samples`.
+        image_key: position (tuple samples, default 0) or key (dict samples, default
+            ``"image"``) of the image field.
+        max_image_pixels: refuse larger images from their header, before decoding.
+        decode_threads: threads of the CPU decoder pool.
+        prefetch_depth: batches prepared ahead of the consumer.
+
+    Example:
+        >>> import io, torch, gpuaug
+        >>> from PIL import Image
+        >>> from gpuaug import transforms as T
+        >>> buf = io.BytesIO(); Image.new("RGB", (40, 30), "red").save(buf, "JPEG")
+        >>> data = [(buf.getvalue(), k) for k in range(6)]
+        >>> loader = gpuaug.DataLoader(data, batch_size=4, device="cpu", seed=0,
+        ...     transform=T.Compose([T.RandomResizedCrop(16), T.ToDtype(torch.float32, scale=True)]))
+        >>> [(imgs.shape, labels.tolist()) for imgs, labels in loader]
+        [(torch.Size([4, 3, 16, 16]), [0, 1, 2, 3]), (torch.Size([2, 3, 16, 16]), [4, 5])]
+    """
+
+    def __init__(self, dataset, batch_size: int | None = 1, shuffle: bool | None = None, sampler=None,
+                 batch_sampler=None, num_workers: int = 0, collate_fn=None, pin_memory: bool = False,
+                 drop_last: bool = False, timeout: float = 0, worker_init_fn=None,
+                 multiprocessing_context=None, generator: torch.Generator | None = None, *,
+                 prefetch_factor: int | None = None, persistent_workers: bool = False,
+                 pin_memory_device: str = "", in_order: bool = True,
+                 transform: Transform | Sequence[Transform] | None = None,
+                 device: str | torch.device | None = None, fused: bool | None = None, seed: int = 0,
+                 channels_last: bool = False, on_error: str = "raise", image_key: int | str | None = None,
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, decode_threads: int | None = None,
+                 prefetch_depth: int = 2):
+        if collate_fn is not None:
+            raise ValueError("gpuaug.DataLoader packs batches itself; collate_fn is not supported "
+                             "(other fields go through torch's default_collate)")
+        if batch_size is None and batch_sampler is None:
+            raise ValueError("gpuaug.DataLoader needs batches: batch_size=None is not supported")
+        self.dataset = dataset
+        self.device = torch.device(device) if device is not None else torch.device(
+            "cuda" if torch.cuda.is_available() else "cpu")
+        self.transform = _as_compose(transform)
+        self.fused = self._choose_backend(fused)
+        self.seed = int(seed)
+        self.on_error = on_error
+        self.prefetch_depth = prefetch_depth
+        self.bad_samples: list[BadSample] = []
+        self.epoch = 0                      # the epoch of the current (or last) iteration
+        self._next_epoch = 0
+
+        self._reader = SampleReader(dataset, image_key)
+        self._iterable = isinstance(dataset, IterableDataset)
+        raw_dataset = _RawIterableDataset(self._reader) if self._iterable else _RawMapDataset(self._reader)
+        # Our own generator, reseeded per epoch, makes the shuffle order reproducible.
+        self._own_generator = generator is None and sampler is None and batch_sampler is None
+        if self._own_generator:
+            generator = torch.Generator()
+        self._torch_loader = TorchDataLoader(
+            raw_dataset, batch_size=batch_size if batch_sampler is None else 1,
+            shuffle=shuffle if batch_sampler is None else None, sampler=sampler,
+            batch_sampler=batch_sampler, num_workers=num_workers,
+            collate_fn=functools.partial(pack_batch, max_pixels=max_image_pixels),
+            pin_memory=pin_memory, drop_last=drop_last, timeout=timeout, worker_init_fn=worker_init_fn,
+            multiprocessing_context=multiprocessing_context, generator=generator,
+            prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
+            pin_memory_device=pin_memory_device, in_order=in_order)
+        self._decoder = CpuDecoder(decode_threads)
+        fetch = None if self._iterable else self._reader.read
+        self._stage = DeviceStage(self.transform, self.device, self.seed, on_error, self._decoder,
+                                  channels_last, fetch=fetch,
+                                  dataset_size=0 if self._iterable else len(dataset),
+                                  max_pixels=max_image_pixels)
+        self._active: Prefetcher | None = None
+
+    # -- torch DataLoader surface ---------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._torch_loader)
+
+    @property
+    def batch_size(self):
+        return self._torch_loader.batch_size
+
+    @property
+    def num_workers(self) -> int:
+        return self._torch_loader.num_workers
+
+    @property
+    def sampler(self):
+        return self._torch_loader.sampler
+
+    @property
+    def decoder_counts(self) -> dict[str, int]:
+        """How many images each decoder backend handled so far."""
+        return dict(self._decoder.counts)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Set the epoch of the next iteration (as ``DistributedSampler.set_epoch``).
+
+        Without calls, every new iteration advances the epoch by one, starting at 0.
+        """
+        self._next_epoch = int(epoch)
+        if hasattr(self._torch_loader.sampler, "set_epoch"):
+            self._torch_loader.sampler.set_epoch(epoch)
+
+    def _choose_backend(self, fused: bool | None) -> bool:
+        if fused:
+            raise ValueError("fused=True: no fused kernel backend is available in this build; "
+                             "use fused=None (fastest available) or fused=False (torch reference)")
+        return False
+
+    # -- iteration -------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[Any]:
+        if self._active is not None:
+            self._active.close()
+        epoch = self.epoch = self._next_epoch
+        self._next_epoch = epoch + 1
+        if self._own_generator:
+            self._torch_loader.generator.manual_seed(_shuffle_seed(self.seed, epoch))
+        source = iter(self._torch_loader)
+        counter = [0]
+
+        def process(raw: RawBatch):
+            if self._iterable:   # identity of a streamed sample: its position in the epoch
+                raw.indices = torch.arange(counter[0], counter[0] + len(raw))
+                counter[0] += len(raw)
+            return self._stage(raw, epoch)
+
+        shutdown = getattr(source, "_shutdown_workers", None)
+        prefetcher = Prefetcher(source, process, self.prefetch_depth,
+                                on_close=None if self._torch_loader.persistent_workers else shutdown)
+        self._active = prefetcher
+        return self._consume(prefetcher, epoch)
+
+    def _consume(self, prefetcher: Prefetcher, epoch: int) -> Iterator[Any]:
+        new_bad = 0
+        try:
+            for result in prefetcher:
+                if result.bad:
+                    self.bad_samples.extend(result.bad)
+                    new_bad += len(result.bad)
+                yield result.batch
+        finally:
+            prefetcher.close()
+            if new_bad:
+                action = "skipped" if self.on_error == "skip" else "replaced by other samples"
+                warnings.warn(f"gpuaug: {new_bad} bad sample(s) {action} in epoch {epoch}; "
+                              "see loader.bad_samples for index, path and reason", stacklevel=2)
+
+    # -- replay ----------------------------------------------------------------------------
+    def replay(self, index: int, epoch: int | None = None) -> torch.Tensor:
+        """Re-render sample ``index`` exactly as the loader gave it in ``epoch``.
+
+        Args:
+            index: dataset index (map-style datasets).
+            epoch: default: the current/last iteration's epoch.
+        Returns:
+            The ``[C, H, W]`` image the model saw.
+        """
+        if self._iterable:
+            raise TypeError("replay needs a map-style dataset (random access by index)")
+        epoch = self.epoch if epoch is None else epoch
+        raw = pack_batch([self._reader.read(index)], max_pixels=self._stage.max_pixels)
+        images, failed = self._stage.decode(raw)
+        if failed:
+            raise BadSampleError(BadSample(index, raw.paths[0], failed[0]))
+        return self._stage.augment(images, raw.indices, epoch)[0]
+
+    def close(self) -> None:
+        """Stop prefetching, shut workers down and release the decoder threads."""
+        if self._active is not None:
+            self._active.close()
+            self._active = None
+        self._decoder.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def __repr__(self) -> str:
+        return (f"gpuaug.DataLoader(batch_size={self.batch_size}, num_workers={self.num_workers}, "
+                f"device={self.device}, fused={self.fused}, seed={self.seed}, on_error={self.on_error!r},\n"
+                f"  transform={self.transform!r})")
+
+
+def _as_compose(transform) -> Compose:
+    if transform is None:
+        return Compose([])
+    if isinstance(transform, Compose):
+        return transform
+    if isinstance(transform, Transform):
+        return Compose([transform])
+    if isinstance(transform, (list, tuple)):
+        return Compose(list(transform))
+    raise TypeError(f"transform must be a gpuaug transform or Compose, got {type(transform).__name__}; "
+                    "use gpuaug.from_torchvision() for torchvision pipelines")

@@ -1,0 +1,196 @@
+"""Sources: turn ``dataset[i]`` into a :class:`RawSample` without decoding anything.
+
+Runs in the DataLoader worker processes. Whatever the dataset returns, the image field
+becomes either the file's encoded bytes (read, never decoded) or, when the dataset
+already produced pixels (PIL image, numpy array, uint8 tensor), those pixels as a
+``[C, H, W]`` uint8 tensor. All other fields of the sample are kept untouched for
+torch's ``default_collate``.
+
+Recognised image fields:
+
+=====================================================  ====================================
+dataset gives                                          read as
+=====================================================  ====================================
+``torchvision.datasets.ImageFolder`` / ``DatasetFolder`` the file at ``samples[i]`` (loader not called)
+``bytes``, ``bytearray``, ``memoryview``                 encoded bytes
+1-D uint8 numpy array or tensor                         encoded bytes
+``str`` / ``os.PathLike``                               the file's bytes
+``{"bytes": ..., "path": ...}`` (Hugging Face, decode=False) the bytes, else the file at path
+``PIL.Image.Image``                                     pixels (converted to RGB)
+2-D / 3-D uint8 numpy array (HWC)                       pixels
+2-D / 3-D uint8 tensor (CHW)                            pixels
+=====================================================  ====================================
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+
+@dataclass
+class Layout:
+    """Where the image sits in a dataset's sample, so the batch can be rebuilt.
+
+    ``kind`` is ``"image"`` (the sample is the image), ``"sequence"`` (tuple/list,
+    image at position ``key``) or ``"mapping"`` (dict, image under ``key``).
+    """
+
+    kind: str
+    key: Any = None
+    sample_type: type | None = None   # namedtuple class to rebuild, if any
+
+
+@dataclass
+class RawSample:
+    """One sample as a worker hands it over: bytes or pixels, plus the other fields.
+
+    Exactly one of ``data`` (encoded bytes) and ``pixels`` (``[C, H, W]`` uint8) is
+    set, unless ``error`` says why neither could be had.
+    """
+
+    index: int
+    data: bytes | memoryview | np.ndarray | None = None
+    pixels: torch.Tensor | None = None
+    path: str | None = None
+    rest: Any = None          # the sample without its image field (None for kind "image")
+    layout: Layout | None = None
+    error: str | None = None
+
+
+def _is_folder_dataset(dataset) -> bool:
+    return hasattr(dataset, "samples") and hasattr(dataset, "loader") and hasattr(dataset, "target_transform")
+
+
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+class SampleReader:
+    """Reads ``dataset[index]`` as a :class:`RawSample`.
+
+    Args:
+        dataset: any map-style dataset (or the samples an iterable dataset yields,
+            through :meth:`convert`).
+        image_key: which element (int, for tuple samples; default 0) or key (for
+            dict samples; default ``"image"``) holds the image.
+
+    Example:
+        >>> from gpuaug.sources import SampleReader
+        >>> raw = SampleReader([(b"\\xff\\xd8...", 3)]).read(0)
+        >>> raw.data[:2], raw.rest, raw.layout.kind
+        (b'\\xff\\xd8', (3,), 'sequence')
+    """
+
+    def __init__(self, dataset, image_key: int | str | None = None):
+        self.dataset = dataset
+        self.image_key = image_key
+        self.folder = _is_folder_dataset(dataset)
+        if self.folder and getattr(dataset, "transform", None) is not None:
+            warnings.warn(f"{type(dataset).__name__}.transform is ignored: gpuaug reads the raw file and "
+                          "applies the DataLoader's transform on the batch instead", stacklevel=3)
+
+    def read(self, index: int) -> RawSample:
+        if self.folder:
+            return self._read_folder(index)
+        return self.convert(self.dataset[index], index)
+
+    def _read_folder(self, index: int) -> RawSample:
+        path, target = self.dataset.samples[index]
+        if self.dataset.target_transform is not None:
+            target = self.dataset.target_transform(target)
+        raw = RawSample(index, path=str(path), rest=(target,), layout=Layout("sequence", 0))
+        return _load_path(raw)
+
+    def convert(self, item: Any, index: int) -> RawSample:
+        """Split one sample into its image field and the rest."""
+        if isinstance(item, dict):
+            key = "image" if self.image_key is None else self.image_key
+            if key not in item:
+                raise KeyError(f"sample {index} has no image key {key!r} (keys: {list(item)}); "
+                               "pass image_key= to gpuaug.DataLoader")
+            rest = {k: v for k, v in item.items() if k != key}
+            layout = Layout("mapping", key)
+            value = item[key]
+        elif isinstance(item, (tuple, list)):
+            key = 0 if self.image_key is None else self.image_key
+            if not isinstance(key, int) or not -len(item) <= key < len(item):
+                raise IndexError(f"sample {index} is a {type(item).__name__} of length {len(item)}; "
+                                 f"image_key={key!r} is not a valid position")
+            key %= len(item)
+            rest = tuple(v for k, v in enumerate(item) if k != key)
+            namedtuple_type = type(item) if hasattr(item, "_fields") else None
+            layout = Layout("sequence", key, namedtuple_type)
+            value = item[key]
+        else:
+            rest, layout, value = None, Layout("image"), item
+        raw = RawSample(index, rest=rest, layout=layout)
+        return _fill_image(raw, value)
+
+
+def _load_path(raw: RawSample) -> RawSample:
+    try:
+        raw.data = read_file(raw.path)
+    except OSError as e:
+        raw.error = f"cannot read file: {e.strerror or e}"
+    return raw
+
+
+def _fill_image(raw: RawSample, value: Any) -> RawSample:
+    """Classify the image field (see the module table) and fill ``raw``."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        raw.data = bytes(value) if isinstance(value, bytearray) else value
+    elif isinstance(value, (str, os.PathLike)):
+        raw.path = os.fspath(value)
+        _load_path(raw)
+    elif isinstance(value, dict):
+        raw.path = value.get("path")
+        if value.get("bytes") is not None:
+            raw.data = value["bytes"]
+        elif raw.path is not None:
+            _load_path(raw)
+        else:
+            raw.error = "image dict has neither 'bytes' nor 'path'"
+    elif isinstance(value, np.ndarray):
+        _from_array(raw, value, hwc=True)
+    elif isinstance(value, torch.Tensor):
+        _from_array(raw, value, hwc=False)
+    elif _is_pil_image(value):
+        rgb = value if value.mode == "RGB" else value.convert("RGB")
+        raw.pixels = torch.from_numpy(np.asarray(rgb).copy()).permute(2, 0, 1).contiguous()
+    elif value is None:
+        raw.error = "the image field is None"
+    else:
+        raw.error = f"unsupported image type {type(value).__name__}"
+    return raw
+
+
+def _is_pil_image(value) -> bool:
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - PIL is a dependency of torchvision
+        return False
+    return isinstance(value, Image.Image)
+
+
+def _from_array(raw: RawSample, value, hwc: bool) -> None:
+    if value.dtype not in (np.uint8, torch.uint8):
+        raw.error = f"image array must be uint8, got {value.dtype}"
+        return
+    if value.ndim == 1:                  # an encoded file held in an array
+        raw.data = value.numpy() if isinstance(value, torch.Tensor) else value
+        return
+    t = torch.as_tensor(value)
+    if t.ndim == 2:
+        t = t.unsqueeze(-1 if hwc else 0)
+    if t.ndim != 3:
+        raw.error = f"image array must have 1, 2 or 3 dims, got shape {tuple(value.shape)}"
+        return
+    if hwc:
+        t = t.permute(2, 0, 1)
+    raw.pixels = t.contiguous()

@@ -1,0 +1,216 @@
+"""The device stage: one packed batch in, the augmented batch out.
+
+Runs in the main process (on the prefetch thread). Steps, in data-flow order:
+
+1. take each sample's bytes as a view into the packed buffer and decode the batch
+   (pre-decoded pixels only need their channels made RGB);
+2. apply the ``on_error`` policy to samples that failed in the worker or in decode;
+3. draw every op's parameters for the batch from (seed, epoch, dataset index);
+4. render them (reference transforms for now) into one dense batch on the device;
+5. put the images back into the dataset's own sample structure.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch.utils.data import default_collate
+
+from .collate import gather_rows
+from .decode import CpuDecoder
+from .errors import BadSample, BadSampleError, DecodeError
+from .pack import BAD, FORMAT, RAW, RawBatch, inspect_sample
+from .rng import SampleKeys
+from .sources import Layout, RawSample
+from .transforms import Compose
+
+ON_ERROR = ("raise", "skip", "resample")
+#: Stream of the counter-based generator reserved for choosing replacement samples.
+RESAMPLE_STREAM = (1 << 16) - 1
+MAX_RESAMPLE_TRIES = 16
+
+
+def to_rgb(img: torch.Tensor) -> torch.Tensor:
+    """``[C, H, W]`` uint8 with 1-4 channels to 3-channel RGB (gray expanded, alpha dropped)."""
+    c = img.shape[0]
+    if c in (1, 2):
+        return img[:1].expand(3, -1, -1)
+    if c in (3, 4):
+        return img[:3]
+    raise DecodeError(f"image has {c} channels; expected 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA)")
+
+
+@dataclass
+class StageResult:
+    """The device stage's output for one batch."""
+
+    batch: Any                        # images, or the dataset's structure with images in place
+    indices: torch.Tensor             # [B'] dataset indices of the rows handed out
+    bad: list[BadSample] = field(default_factory=list)
+
+
+class DeviceStage:
+    """Decode, resolve bad samples, sample parameters and augment one :class:`RawBatch`.
+
+    Args:
+        transform: the pipeline (``None``: decode only, uint8 out).
+        device: where the output lives.
+        seed: the loader's seed.
+        on_error: ``"raise"``, ``"skip"`` or ``"resample"``.
+        decoder: the CPU decoder pool.
+        channels_last: return channels_last memory format.
+        fetch: ``fetch(index) -> RawSample`` for ``"resample"`` on map-style datasets
+            (``None``: replacements are drawn from the good samples of the same batch).
+        dataset_size: number of samples ``fetch`` can take.
+        max_pixels: decompression-bomb limit for samples fetched here.
+    """
+
+    def __init__(self, transform: Compose | None, device: torch.device, seed: int, on_error: str,
+                 decoder: CpuDecoder, channels_last: bool = False,
+                 fetch: Callable[[int], RawSample] | None = None, dataset_size: int = 0,
+                 max_pixels: int = 0):
+        if on_error not in ON_ERROR:
+            raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+        self.transform = transform if transform is not None else Compose([])
+        self.device = device
+        self.seed = seed
+        self.on_error = on_error
+        self.decoder = decoder
+        self.channels_last = channels_last
+        self.fetch = fetch
+        self.dataset_size = dataset_size
+        self.max_pixels = max_pixels
+
+    # -- 1. decode ---------------------------------------------------------------------
+    def decode(self, raw: RawBatch) -> tuple[list[torch.Tensor | None], dict[int, str]]:
+        """Decoded RGB images per row (None where bad) and the reasons of bad rows."""
+        images: list[torch.Tensor | None] = [None] * len(raw)
+        failed = {b: err for b, err in enumerate(raw.errors) if err is not None}
+        encoded = []
+        for b in range(len(raw)):
+            if b in failed:
+                continue
+            fmt = int(raw.info[b, FORMAT])
+            if fmt == RAW:
+                try:
+                    images[b] = to_rgb(raw.pixels(b))
+                except DecodeError as e:
+                    failed[b] = str(e)
+            elif fmt != BAD:
+                encoded.append(b)
+        decoded = self.decoder.decode_batch([(raw.sample_bytes(b), raw.image_info(b)) for b in encoded])
+        for b, result in zip(encoded, decoded):
+            if isinstance(result, Exception):
+                failed[b] = str(result)
+            else:
+                images[b] = result
+        return images, failed
+
+    # -- 2. bad samples ------------------------------------------------------------------
+    def resolve_bad(self, raw: RawBatch, images, failed, epoch: int):
+        """Apply ``on_error``; returns (images, indices, targets, bad records)."""
+        indices = raw.indices.tolist()
+        bad = [BadSample(indices[b], raw.paths[b], failed[b]) for b in sorted(failed)]
+        if not bad:
+            return images, raw.indices, raw.targets, bad
+        if self.on_error == "raise":
+            raise BadSampleError(bad[0])
+        example = getattr(raw, "example_rest", None)
+        if self.on_error == "skip":
+            rows = [b for b in range(len(raw)) if b not in failed]
+            targets = None if raw.targets is None else gather_rows(raw.targets, example, rows)
+            return [images[b] for b in rows], raw.indices[rows], targets, bad
+        return self._resample(raw, images, failed, epoch, bad)
+
+    def _resample(self, raw: RawBatch, images, failed, epoch, bad):
+        """Replace each bad row by another sample; the row keeps its own random key."""
+        rows, extra_rests = list(range(len(raw))), []
+        good = [b for b in range(len(raw)) if b not in failed]
+        for k, b in enumerate(sorted(failed)):
+            image, rest = self._replacement(int(raw.indices[b]), epoch, raw, images, good, bad)
+            images[b] = image
+            rows[b] = len(raw) + k
+            extra_rests.append(rest)
+        targets = raw.targets
+        if targets is not None:
+            targets = gather_rows(targets, raw.example_rest, rows, default_collate(extra_rests))
+        return images, raw.indices, targets, bad
+
+    def _replacement(self, index: int, epoch: int, raw: RawBatch, images, good: list[int], bad):
+        keys = SampleKeys(self.seed, epoch, torch.tensor([index]))
+        draws = keys.uniform(RESAMPLE_STREAM, MAX_RESAMPLE_TRIES)[0].tolist()
+        for u in draws:
+            if self.fetch is None or self.dataset_size == 0:
+                if not good:
+                    break
+                b = good[int(u * len(good))]
+                return images[b], _row_rest(raw, b)
+            candidate = self.fetch(int(u * self.dataset_size))
+            info, error = inspect_sample(candidate, self.max_pixels)
+            if error is None:
+                try:
+                    if candidate.pixels is not None:
+                        return to_rgb(candidate.pixels), candidate.rest
+                    data = torch.frombuffer(bytearray(candidate.data), dtype=torch.uint8)
+                    result = self.decoder.decode_batch([(data, info)])[0]
+                    if not isinstance(result, Exception):
+                        return result, candidate.rest
+                    error = str(result)
+                except DecodeError as e:
+                    error = str(e)
+            bad.append(BadSample(candidate.index, candidate.path, error))
+        raise BadSampleError(BadSample(index, raw.paths[raw.indices.tolist().index(index)],
+                                       f"no usable replacement found in {MAX_RESAMPLE_TRIES} tries"))
+
+    # -- 3-5. parameters, augmentation, structure ------------------------------------------
+    def augment(self, images: list[torch.Tensor], indices: torch.Tensor, epoch: int):
+        images = [im.to(self.device, non_blocking=True) for im in images]
+        sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64).reshape(-1, 2)
+        keys = SampleKeys(self.seed, epoch, indices.to(self.device))
+        params = self.transform.make_pipeline_params(keys, sizes.to(self.device), channels=3)
+        out = self.transform.apply_params(images, params, stack=True)
+        if isinstance(out, torch.Tensor) and self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    def __call__(self, raw: RawBatch, epoch: int) -> StageResult:
+        images, failed = self.decode(raw)
+        images, indices, targets, bad = self.resolve_bad(raw, images, failed, epoch)
+        out = self.augment(images, indices, epoch)
+        return StageResult(rebuild(raw.layout, out, targets), indices, bad)
+
+
+def _row_rest(raw: RawBatch, b: int):
+    """One row's uncollated-equivalent fields, as a 1-row collated batch sliced back."""
+    if raw.targets is None:
+        return None
+    one = gather_rows(raw.targets, raw.example_rest, [b])
+    return _uncollate_first(one, raw.example_rest)
+
+
+def _uncollate_first(collated, example):
+    if isinstance(example, dict):
+        return {k: _uncollate_first(collated[k], example[k]) for k in example}
+    if isinstance(example, (tuple, list)):
+        cols = [_uncollate_first(c, e) for c, e in zip(collated, example)]
+        return type(example)(*cols) if hasattr(example, "_fields") else type(example)(cols)
+    if isinstance(collated, torch.Tensor):
+        value = collated[0]
+        return value if isinstance(example, torch.Tensor) else value.item() if value.dim() == 0 else value
+    return collated[0]
+
+
+def rebuild(layout: Layout, images, targets):
+    """Put the batch of images back where the dataset had its image field."""
+    if layout.kind == "image":
+        return images
+    if layout.kind == "mapping":
+        out = {layout.key: images}
+        out.update(targets or {})
+        return out
+    fields = list(targets) if targets is not None else []
+    fields.insert(layout.key, images)
+    if layout.sample_type is not None:
+        return layout.sample_type(*fields)
+    return fields
