@@ -133,8 +133,8 @@ class Transform:
         raise NotImplementedError
 
     def __call__(self, images: Images, *, seed: int | None = None, epoch: int = 0,
-                 indices: torch.Tensor | Sequence[int] | None = None) -> Images:
-        return Compose([self])(images, seed=seed, epoch=epoch, indices=indices)
+                 indices: torch.Tensor | Sequence[int] | None = None, backend=None) -> Images:
+        return Compose([self])(images, seed=seed, epoch=epoch, indices=indices, backend=backend)
 
     def extra_repr(self) -> str:
         return ""
@@ -228,7 +228,8 @@ class Compose(Transform):
         return result
 
     # -- reference execution ----------------------------------------------------------
-    def apply_params(self, images: Images, params: PipelineParams, stack: bool | None = None) -> Images:
+    def apply_params(self, images: Images, params: PipelineParams, stack: bool | None = None,
+                     backend=None, channels_last: bool = False) -> Images:
         """Render ``params`` on ``images`` (uint8 or float, dense or list).
 
         Args:
@@ -236,6 +237,9 @@ class Compose(Transform):
             params: from :meth:`make_pipeline_params` for the same samples.
             stack: return one ``[B, C, H, W]`` tensor when all outputs share a size
                 (default: only if ``images`` was a tensor); otherwise a list.
+            backend: a fused-kernel backend (:mod:`gpuaug.fused`); ``None`` runs the
+                torch reference only. Ops the kernels cannot take always run the reference.
+            channels_last: let a final fused segment write channels_last directly.
         Returns:
             The augmented images in the pipeline's final dtype.
         """
@@ -247,9 +251,31 @@ class Compose(Transform):
         if len(images) == 0 and isinstance(images, torch.Tensor):
             return self._empty_output(images)
         state = ImageState(images, dtype=input_dtype, owned=False)
-        for t, p in zip(self.transforms, params.per_op):
-            state = t.apply(state, p)
+        if backend is None:
+            for t, p in zip(self.transforms, params.per_op):
+                state = t.apply(state, p)
+            return finalize(state, stack)
+        from ..fused import plan_segments, run_fused_segment
+
+        segments = plan_segments(self.transforms)
+        for k, segment in enumerate(segments):
+            seg_params = params.per_op[segment.start:segment.start + len(segment.ops)]
+            fused_state = None
+            if segment.fused:
+                fused_state = run_fused_segment(backend, segment.ops, seg_params, state,
+                                                final=k == len(segments) - 1, channels_last=channels_last)
+            if fused_state is not None:
+                state = fused_state
+                continue
+            for t, p in zip(segment.ops, seg_params):
+                state = t.apply(state, p)
         return finalize(state, stack)
+
+    def plan(self) -> str:
+        """Which ops run fused and which through the reference, one line per segment."""
+        from ..fused import plan_segments
+
+        return "\n".join(seg.describe() for seg in plan_segments(self.transforms))
 
     def _empty_output(self, images: torch.Tensor) -> torch.Tensor:
         # An empty batch has no sizes to plan from: render one blank image of the same
@@ -263,7 +289,7 @@ class Compose(Transform):
         raise TypeError("Compose is flattened into its parent; call it instead")
 
     def __call__(self, images: Images, *, seed: int | None = None, epoch: int = 0,
-                 indices: torch.Tensor | Sequence[int] | None = None) -> Images:
+                 indices: torch.Tensor | Sequence[int] | None = None, backend=None) -> Images:
         """Augment a batch standalone.
 
         Args:
@@ -272,9 +298,10 @@ class Compose(Transform):
                 (so ``torch.manual_seed`` makes standalone calls repeatable).
             epoch: part of the random key, as in the loader.
             indices: the samples' identities for the random key (default ``0..B-1``).
+            backend: run fusable ops through fused kernels (see :meth:`apply_params`).
         """
         if isinstance(images, torch.Tensor) and images.dim() == 3:
-            return self(images[None], seed=seed, epoch=epoch, indices=indices)[0]
+            return self(images[None], seed=seed, epoch=epoch, indices=indices, backend=backend)[0]
         device = images.device if isinstance(images, torch.Tensor) else (
             images[0].device if images else torch.device("cpu"))
         n = len(images)
@@ -287,7 +314,7 @@ class Compose(Transform):
         channels = images.shape[1] if isinstance(images, torch.Tensor) else (images[0].shape[0] if n else 3)
         keys = SampleKeys(seed, epoch, idx.to(device))
         params = self.make_pipeline_params(keys, sizes.to(device), channels)
-        return self.apply_params(images, params)
+        return self.apply_params(images, params, backend=backend)
 
 
 def _check_input_dtype(dtype: torch.dtype) -> None:

@@ -1,0 +1,314 @@
+// Fused augmentation of a ragged batch: crop + resize (antialiased) + flips + color
+// jitter + grayscale + dtype + normalize + layout, in three passes:
+//
+//   gpuaug_hpass   source (uint8/float, any size)  -> scratch [C, box_h, W] per sample
+//   gpuaug_vpass   scratch -> resized window [B, C, H, W] float, and per-sample
+//                  fixed-point sums of the luma that contrast needs
+//   gpuaug_color   resized window -> color ops -> grayscale -> mul/add -> output
+//
+// When no sample of the batch needs contrast, gpuaug_vpass writes the output itself
+// and gpuaug_color is not launched. Separable passes keep the cost of antialiasing
+// O(scale) per output pixel instead of O(scale^2).
+//
+// Every function here is compiled twice: by NVRTC for the GPU, and by the host C++
+// compiler with emulation.h for the CPU (tests, and the loader's device="cpu",
+// fused=True path). So: no shared memory, no __syncthreads, no warp intrinsics, and
+// only the math functions emulation.h provides.
+//
+// The torch reference that defines each step is named in the comments.
+#include "descriptor.h"
+
+#define GPUAUG_LUMA_R 0.2989f   // gpuaug.transforms._color._LUMA
+#define GPUAUG_LUMA_G 0.587f
+#define GPUAUG_LUMA_B 0.114f
+// Contrast needs the per-image mean of the luma. Summing it as 2^-20 fixed point in a
+// 64-bit integer makes the sum independent of the order threads add it in (float
+// atomics are not), so results are reproducible run to run.
+#define GPUAUG_FIXED_ONE 1048576.0f
+
+// ---------------------------------------------------------------------------------
+// Resampling weights: torch's interpolate(mode="bilinear", antialias=True) rule.
+// For output index i of a resize from `in_size` to `out_size`:
+//   scale   = in_size / out_size
+//   center  = scale * (i + 0.5)
+//   support = scale >= 1 ? scale : 1      (triangle filter widened when shrinking)
+//   taps j in [xmin, xmin + n), weight = tri((j - center + 0.5) / max(scale, 1))
+// Without antialias the filter is never widened (plain bilinear).
+// ---------------------------------------------------------------------------------
+struct Taps {
+    int first;
+    int count;
+    float center;
+    float inv_scale;
+};
+
+__device__ __forceinline__ Taps resample_taps(int i, int in_size, int out_size, int antialias) {
+    Taps t;
+    float scale = (float)in_size / (float)out_size;
+    float support = (antialias && scale >= 1.0f) ? scale : 1.0f;
+    t.center = scale * ((float)i + 0.5f);
+    t.inv_scale = (antialias && scale >= 1.0f) ? 1.0f / scale : 1.0f;
+    if (!antialias) {
+        // align_corners=False bilinear: sample at center - 0.5, clamped at 0.
+        float src = t.center - 0.5f;
+        if (src < 0.0f) src = 0.0f;
+        t.first = (int)src;
+        t.count = (t.first + 1 < in_size) ? 2 : 1;
+        t.center = src + 0.5f;
+        return t;
+    }
+    int lo = (int)(t.center - support + 0.5f);   // truncation toward zero, as torch
+    if (lo < 0) lo = 0;
+    int hi = (int)(t.center + support + 0.5f);
+    if (hi > in_size) hi = in_size;
+    t.first = lo;
+    t.count = hi - lo;
+    return t;
+}
+
+__device__ __forceinline__ float tap_weight(const Taps& t, int j) {
+    float w = 1.0f - fabsf(((float)(t.first + j) - t.center + 0.5f) * t.inv_scale);
+    return w > 0.0f ? w : 0.0f;
+}
+
+__device__ __forceinline__ float load_source(const SampleDesc& d, int c, int y, int x) {
+    if (y < 0 || y >= d.src_h || x < 0 || x >= d.src_w) return d.fill[c];
+    int sc = d.src_channels == 1 ? 0 : c;
+    long long at = (long long)sc * d.src_stride_c + (long long)y * d.src_stride_y + (long long)x * d.src_stride_x;
+    if (d.src_dtype == GPUAUG_SRC_U8) return (float)((const unsigned char*)d.src)[at];
+    return ((const float*)d.src)[at];
+}
+
+// ---------------------------------------------------------------------------------
+// Pass 1: horizontal resample of every box row into the window's columns.
+// grid (ceil(W / block.x), ceil(max box_h / block.y), B); scratch [C, box_h, W].
+// Reference: gpuaug.transforms._geometry.resample (width part) on extract_region.
+// ---------------------------------------------------------------------------------
+extern "C" __global__ void gpuaug_hpass(const SampleDesc* __restrict__ descs, float* __restrict__ scratch,
+                                        int out_w) {
+    const SampleDesc& d = descs[blockIdx.z];
+    int x = blockIdx.x * blockDim.x + threadIdx.x;     // window column (before flip)
+    int row = blockIdx.y * blockDim.y + threadIdx.y;   // row of the box
+    if (x >= out_w || row >= d.box_h) return;
+    float* dst = scratch + d.scratch_offset + (long long)row * out_w + x;
+    long long plane = (long long)d.box_h * out_w;
+    int rx = d.win_left + x;
+    int y = d.box_top + row;
+    if (rx < 0 || rx >= d.resized_w) {           // padding after the resize
+        for (int c = 0; c < 3; ++c) dst[c * plane] = d.fill[c];
+        return;
+    }
+    Taps t = resample_taps(rx, d.box_w, d.resized_w, d.antialias);
+    float acc[3] = {0.0f, 0.0f, 0.0f};
+    float total = 0.0f;
+    for (int j = 0; j < t.count; ++j) {
+        float w = tap_weight(t, j);
+        int sx = d.box_left + t.first + j;
+        for (int c = 0; c < 3; ++c) acc[c] += w * load_source(d, c, y, sx);
+        total += w;
+    }
+    float norm = total > 0.0f ? 1.0f / total : 0.0f;
+    for (int c = 0; c < 3; ++c) dst[c * plane] = acc[c] * norm;
+}
+
+// ---------------------------------------------------------------------------------
+// Color ops on one RGB pixel, in the working range [0, bound].
+// Reference: gpuaug.transforms._color.adjust_* (torchvision's formulas).
+// ---------------------------------------------------------------------------------
+__device__ __forceinline__ float clampf(float v, float lo, float hi) { return fminf(fmaxf(v, lo), hi); }
+
+__device__ __forceinline__ float luma(const float* p) {
+    return GPUAUG_LUMA_R * p[0] + GPUAUG_LUMA_G * p[1] + GPUAUG_LUMA_B * p[2];
+}
+
+__device__ __forceinline__ void shift_hue(float* p, float shift, float bound) {
+    // rgb_to_hsv / hsv_to_rgb of gpuaug.transforms._color (hexcone model).
+    float r = p[0] / bound, g = p[1] / bound, b = p[2] / bound;
+    float maxc = fmaxf(r, fmaxf(g, b));
+    float minc = fminf(r, fminf(g, b));
+    float delta = maxc - minc;
+    float h = 0.0f, s = 0.0f;
+    if (delta != 0.0f) {
+        float rc = (maxc - r) / delta, gc = (maxc - g) / delta, bc = (maxc - b) / delta;
+        if (maxc == r) h = bc - gc;
+        else if (maxc == g) h = 2.0f + rc - bc;
+        else h = 4.0f + gc - rc;
+        h = h / 6.0f;
+        h = h - floorf(h);
+    }
+    if (maxc != 0.0f) s = delta / maxc;
+    h = h + shift;
+    h = h - floorf(h);
+    float h6 = h * 6.0f;
+    float sector = floorf(h6);
+    float f = h6 - sector;
+    int i = ((int)sector) % 6;
+    float v = maxc;
+    float pp = clampf(v * (1.0f - s), 0.0f, 1.0f);
+    float q = clampf(v * (1.0f - s * f), 0.0f, 1.0f);
+    float t = clampf(v * (1.0f - s * (1.0f - f)), 0.0f, 1.0f);
+    float rr, gg, bb;
+    switch (i) {
+        case 0: rr = v; gg = t; bb = pp; break;
+        case 1: rr = q; gg = v; bb = pp; break;
+        case 2: rr = pp; gg = v; bb = t; break;
+        case 3: rr = pp; gg = q; bb = v; break;
+        case 4: rr = t; gg = pp; bb = v; break;
+        default: rr = v; gg = pp; bb = q; break;
+    }
+    p[0] = rr * bound; p[1] = gg * bound; p[2] = bb * bound;
+}
+
+// Apply color steps [first, last) of the sample's order; `mean` is the contrast mean.
+__device__ __forceinline__ void apply_color(const SampleDesc& d, float* p, int first, int last, float mean, float bound) {
+    for (int k = first; k < last; ++k) {
+        float f = d.color_factor[k];
+        int op = d.color_op[k];
+        if (op == GPUAUG_HUE) {
+            shift_hue(p, f, bound);
+            continue;
+        }
+        float gray = op == GPUAUG_SATURATION ? luma(p) : (op == GPUAUG_CONTRAST ? mean : 0.0f);
+        for (int c = 0; c < 3; ++c) p[c] = clampf(p[c] * f + gray * (1.0f - f), 0.0f, bound);
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Output: grayscale, folded ToDtype/Normalize, dtype conversion, layout.
+// Reference: gpuaug.transforms._base.finalize and _dtype.
+// ---------------------------------------------------------------------------------
+__device__ __forceinline__ unsigned short float_to_half_bits(float v) {
+    // Round to nearest even, with subnormals, infinities and NaN (what torch's .half() does).
+    unsigned int x = __float_as_uint(v);
+    unsigned int sign = (x >> 16) & 0x8000u;
+    unsigned int mag = x & 0x7fffffffu;
+    if (mag >= 0x7f800000u) return (unsigned short)(sign | (mag > 0x7f800000u ? 0x7e00u : 0x7c00u));
+    if (mag >= 0x477ff000u) return (unsigned short)(sign | 0x7c00u);          // overflow -> inf
+    if (mag < 0x38800000u) {                                                   // subnormal or zero
+        if (mag < 0x33000000u) return (unsigned short)sign;
+        unsigned int e = mag >> 23;
+        unsigned int m = (mag & 0x7fffffu) | 0x800000u;
+        unsigned int shift = 126u - e;                                         // 14..24
+        unsigned int half = m >> shift;
+        unsigned int rem = m & ((1u << shift) - 1u);
+        unsigned int mid = 1u << (shift - 1u);
+        if (rem > mid || (rem == mid && (half & 1u))) half += 1u;
+        return (unsigned short)(sign | half);
+    }
+    unsigned int h = ((mag - 0x38000000u) >> 13);
+    unsigned int rem = mag & 0x1fffu;
+    if (rem > 0x1000u || (rem == 0x1000u && (h & 1u))) h += 1u;
+    return (unsigned short)(sign | h);
+}
+
+__device__ __forceinline__ unsigned short float_to_bf16_bits(float v) {
+    unsigned int x = __float_as_uint(v);
+    if ((x & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((x >> 16) | 0x40u);  // quiet NaN
+    x += 0x7fffu + ((x >> 16) & 1u);                                                    // round to nearest even
+    return (unsigned short)(x >> 16);
+}
+
+__device__ __forceinline__ void write_output(const SampleDesc& d, float* p, void* out, int out_dtype, int out_c,
+                             long long base, long long stride_c) {
+    if (d.grayscale || out_c == 1) {
+        float g = luma(p);
+        p[0] = g; p[1] = g; p[2] = g;
+    }
+    // A fixed trip count keeps p[] in registers (a runtime bound would put it on the stack).
+#pragma unroll
+    for (int c = 0; c < 3; ++c) {
+        if (c >= out_c) break;
+        long long at = base + c * stride_c;
+        if (out_dtype == GPUAUG_OUT_U8) {
+            // Logical uint8 output: one rounding at the end (round half to even, as torch.round).
+            ((unsigned char*)out)[at] = (unsigned char)clampf(rintf(p[c]), 0.0f, 255.0f);
+            continue;
+        }
+        float v = fmaf(p[c], d.mul[c], d.add[c]);
+        if (out_dtype == GPUAUG_OUT_F32) ((float*)out)[at] = v;
+        else if (out_dtype == GPUAUG_OUT_F16) ((unsigned short*)out)[at] = float_to_half_bits(v);
+        else ((unsigned short*)out)[at] = float_to_bf16_bits(v);
+    }
+}
+
+struct OutSpec {
+    int h, w, c;
+    int dtype;
+    long long stride_n, stride_c, stride_y, stride_x;
+};
+
+// ---------------------------------------------------------------------------------
+// Pass 2: vertical resample into the window; then either the contrast sums, or (when
+// no sample in the batch needs contrast, fuse_output=1) the color ops and the output.
+// grid (ceil(W / block.x), ceil(H / block.y), B).
+// ---------------------------------------------------------------------------------
+extern "C" __global__ void gpuaug_vpass(const SampleDesc* __restrict__ descs, const float* __restrict__ scratch,
+                                        float* __restrict__ window, unsigned long long* __restrict__ luma_sums,
+                                        void* __restrict__ out, float bound, int fuse_output,
+                                        int out_h, int out_w, int out_c, int out_dtype,
+                                        long long stride_n, long long stride_c, long long stride_y,
+                                        long long stride_x) {
+    int b = blockIdx.z;
+    const SampleDesc& d = descs[b];
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= out_w || y >= out_h) return;
+    float p[3];
+    int ry = d.win_top + y;
+    if (ry < 0 || ry >= d.resized_h) {
+        for (int c = 0; c < 3; ++c) p[c] = d.fill[c];
+    } else {
+        const float* col = scratch + d.scratch_offset + x;
+        long long plane = (long long)d.box_h * out_w;
+        Taps t = resample_taps(ry, d.box_h, d.resized_h, d.antialias);
+        float acc[3] = {0.0f, 0.0f, 0.0f};
+        float total = 0.0f;
+        for (int i = 0; i < t.count; ++i) {
+            float w = tap_weight(t, i);
+            long long at = (long long)(t.first + i) * out_w;
+            for (int c = 0; c < 3; ++c) acc[c] += w * col[c * plane + at];
+            total += w;
+        }
+        float norm = total > 0.0f ? 1.0f / total : 0.0f;
+        for (int c = 0; c < 3; ++c) p[c] = acc[c] * norm;
+    }
+    // Flips act on the window: output pixel (y, x) shows window pixel (y', x').
+    int oy = d.flip_y ? out_h - 1 - y : y;
+    int ox = d.flip_x ? out_w - 1 - x : x;
+    if (fuse_output) {
+        apply_color(d, p, 0, d.n_color, 0.0f, bound);
+        write_output(d, p, out, out_dtype, out_c,
+                     b * stride_n + oy * stride_y + ox * stride_x, stride_c);
+        return;
+    }
+    long long plane_out = (long long)out_h * out_w;
+    float* dst = window + (long long)b * 3 * plane_out + (long long)oy * out_w + ox;
+    for (int c = 0; c < 3; ++c) dst[c * plane_out] = p[c];
+    if (d.contrast_step >= 0) {
+        apply_color(d, p, 0, d.contrast_step, 0.0f, bound);
+        atomicAdd(luma_sums + b, (unsigned long long)(luma(p) * GPUAUG_FIXED_ONE + 0.5f));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Pass 3: color ops with the contrast mean, then the output.
+// grid (ceil(W / block.x), ceil(H / block.y), B).
+// ---------------------------------------------------------------------------------
+extern "C" __global__ void gpuaug_color(const SampleDesc* __restrict__ descs, const float* __restrict__ window,
+                                        const unsigned long long* __restrict__ luma_sums,
+                                        void* __restrict__ out, float bound,
+                                        int out_h, int out_w, int out_c, int out_dtype,
+                                        long long stride_n, long long stride_c, long long stride_y,
+                                        long long stride_x) {
+    int b = blockIdx.z;
+    const SampleDesc& d = descs[b];
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y = blockIdx.y * blockDim.y + threadIdx.y;
+    if (x >= out_w || y >= out_h) return;
+    long long plane = (long long)out_h * out_w;
+    const float* src = window + (long long)b * 3 * plane + (long long)y * out_w + x;
+    float p[3] = {src[0], src[plane], src[2 * plane]};
+    float mean = (float)((double)luma_sums[b] / (double)GPUAUG_FIXED_ONE / (double)plane);
+    apply_color(d, p, 0, d.n_color, mean, bound);
+    write_output(d, p, out, out_dtype, out_c, b * stride_n + y * stride_y + x * stride_x, stride_c);
+}
