@@ -16,6 +16,7 @@ from torch.utils.data import Dataset, IterableDataset
 
 from .decode import CpuDecoder
 from .errors import BadSample, BadSampleError
+from .fused import FusedUnavailable, HostBackend, cuda_backend
 from .pack import DEFAULT_MAX_IMAGE_PIXELS, RawBatch, inspect_sample, pack_batch
 from .prefetch import Prefetcher
 from .rng import SampleKeys, random_bits
@@ -71,8 +72,10 @@ class DataLoader:
             hands out decoded uint8 images.
         device: where augmentation runs and batches live (default: ``"cuda"`` when
             available, else ``"cpu"``).
-        fused: ``None`` picks the fastest available path; ``False`` forces the torch
-            reference; ``True`` requires fused kernels.
+        fused: ``None`` (default) uses the fused kernels where they run (CuPy on CUDA;
+            on CPU the same kernels compiled by the host C++ compiler, faster than the
+            reference) and falls back to the torch reference with a warning;
+            ``False`` forces the reference; ``True`` requires the fused kernels.
         seed: seed of the counter-based generator; a sample's augmentation is a pure
             function of (seed, epoch, dataset index), as is the shuffling order when
             no ``generator``/``sampler`` is given.
@@ -119,7 +122,8 @@ class DataLoader:
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.transform = _as_compose(transform)
-        self.fused = self._choose_backend(fused)
+        self.backend = self._choose_backend(fused)
+        self.fused = self.backend is not None
         self.seed = int(seed)
         self.on_error = on_error
         self.prefetch_depth = prefetch_depth
@@ -146,7 +150,7 @@ class DataLoader:
         self._decoder = CpuDecoder(decode_threads)
         fetch = None if self._iterable else self._reader.read
         self._stage = DeviceStage(self.transform, self.device, self.seed, on_error, self._decoder,
-                                  channels_last, fetch=fetch,
+                                  channels_last, backend=self.backend, fetch=fetch,
                                   dataset_size=0 if self._iterable else len(dataset),
                                   max_pixels=max_image_pixels)
         self._active: Prefetcher | None = None
@@ -181,11 +185,19 @@ class DataLoader:
         if hasattr(self._torch_loader.sampler, "set_epoch"):
             self._torch_loader.sampler.set_epoch(epoch)
 
-    def _choose_backend(self, fused: bool | None) -> bool:
-        if fused:
-            raise ValueError("fused=True: no fused kernel backend is available in this build; "
-                             "use fused=None (fastest available) or fused=False (torch reference)")
-        return False
+    def _choose_backend(self, fused: bool | None):
+        """The fused-kernel backend for ``self.device``, or None for the torch reference."""
+        if fused is False:
+            return None
+        try:
+            if self.device.type == "cuda":
+                return cuda_backend(self.device)
+            return HostBackend.get()
+        except FusedUnavailable as e:
+            if fused:
+                raise
+            warnings.warn(f"gpuaug: fused kernels unavailable ({e}); using the torch reference", stacklevel=3)
+            return None
 
     # -- iteration -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:

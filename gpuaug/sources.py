@@ -185,6 +185,8 @@ def _from_array(raw: RawSample, value, hwc: bool) -> None:
     if value.ndim == 1:                  # an encoded file held in an array
         raw.data = value.numpy() if isinstance(value, torch.Tensor) else value
         return
+    if isinstance(value, np.ndarray) and not value.flags.writeable:
+        value = value.copy()   # e.g. np.asarray(PIL image); torch refuses to wrap read-only memory
     t = torch.as_tensor(value)
     if t.ndim == 2:
         t = t.unsqueeze(-1 if hwc else 0)

@@ -60,6 +60,7 @@ class DeviceStage:
         on_error: ``"raise"``, ``"skip"`` or ``"resample"``.
         decoder: the CPU decoder pool.
         channels_last: return channels_last memory format.
+        backend: fused-kernel backend (``None``: torch reference only).
         fetch: ``fetch(index) -> RawSample`` for ``"resample"`` on map-style datasets
             (``None``: replacements are drawn from the good samples of the same batch).
         dataset_size: number of samples ``fetch`` can take.
@@ -67,7 +68,7 @@ class DeviceStage:
     """
 
     def __init__(self, transform: Compose | None, device: torch.device, seed: int, on_error: str,
-                 decoder: CpuDecoder, channels_last: bool = False,
+                 decoder: CpuDecoder, channels_last: bool = False, backend=None,
                  fetch: Callable[[int], RawSample] | None = None, dataset_size: int = 0,
                  max_pixels: int = 0):
         if on_error not in ON_ERROR:
@@ -78,6 +79,7 @@ class DeviceStage:
         self.on_error = on_error
         self.decoder = decoder
         self.channels_last = channels_last
+        self.backend = backend
         self.fetch = fetch
         self.dataset_size = dataset_size
         self.max_pixels = max_pixels
@@ -166,10 +168,13 @@ class DeviceStage:
     # -- 3-5. parameters, augmentation, structure ------------------------------------------
     def augment(self, images: list[torch.Tensor], indices: torch.Tensor, epoch: int):
         images = [im.to(self.device, non_blocking=True) for im in images]
+        # Parameters are drawn on the host from sizes alone: no device round trip, and
+        # the fused path packs them into one descriptor upload.
         sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64).reshape(-1, 2)
-        keys = SampleKeys(self.seed, epoch, indices.to(self.device))
-        params = self.transform.make_pipeline_params(keys, sizes.to(self.device), channels=3)
-        out = self.transform.apply_params(images, params, stack=True)
+        keys = SampleKeys(self.seed, epoch, indices.cpu())
+        params = self.transform.make_pipeline_params(keys, sizes, channels=3)
+        out = self.transform.apply_params(images, params, stack=True, backend=self.backend,
+                                          channels_last=self.channels_last)
         if isinstance(out, torch.Tensor) and self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out

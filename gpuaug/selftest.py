@@ -1,0 +1,179 @@
+"""``python -m gpuaug.selftest``: check every fused path against the torch reference.
+
+On a machine with a CUDA GPU it runs the CuPy kernels, the host emulation and the
+reference on random batches (sizes from 1x1 to 4000 px wide, every output dtype, both
+layouts, gray and color pipelines), prints max/mean errors and timings, and exits
+non-zero on a mismatch. Without a GPU it says so and runs what can run: the static
+kernel checks (NVRTC + ptxas) and the host-emulated kernels. ``--static`` runs only
+the static checks.
+
+Example (CPU):
+    >>> from gpuaug.selftest import random_cases
+    >>> pipe, images = next(random_cases(seed=0, count=1))
+    >>> len(images) > 0
+    True
+"""
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from typing import Iterator
+
+import torch
+
+from . import transforms as T
+from .rng import SampleKeys
+
+DTYPES = (torch.uint8, torch.float32, torch.float16, torch.bfloat16)
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _image(h: int, w: int, gen: torch.Generator, device="cpu") -> torch.Tensor:
+    base = torch.rand(3, max(1, h // 16), max(1, w // 16), generator=gen)
+    img = torch.nn.functional.interpolate(base[None], size=(h, w), mode="bilinear", align_corners=False)[0]
+    noise = torch.rand(3, h, w, generator=gen) * 0.1
+    return ((img * 0.9 + noise) * 255).round().clamp(0, 255).to(torch.uint8).to(device)
+
+
+def random_pipeline(rng: random.Random, dtype: torch.dtype) -> T.Compose:
+    """A random fusable pipeline ending in ``dtype``."""
+    size = rng.choice([1, 7, 32, (24, 40), 96])
+    geometry = rng.choice([
+        [T.RandomResizedCrop(size, antialias=rng.random() < 0.8)],
+        [T.Resize(rng.choice([20, 64])), T.CenterCrop(size)],
+        [T.RandomCrop(size, pad_if_needed=True, fill=rng.choice([0, 17]))],
+        [T.CenterCrop(rng.choice([16, 300])), T.Resize(size if isinstance(size, tuple) else (size, size))],
+    ])
+    ops = geometry + [T.RandomHorizontalFlip(rng.choice([0.0, 0.5, 1.0])),
+                      T.RandomVerticalFlip(rng.choice([0.0, 0.5, 1.0]))]
+    if rng.random() < 0.8:
+        ops.append(T.ColorJitter(*(rng.choice([None, 0.4, (0.2, 1.8)]) for _ in range(3)),
+                                 hue=rng.choice([None, 0.1, 0.5])))
+    if rng.random() < 0.3:
+        ops.append(T.RandomGrayscale(rng.choice([0.0, 0.5, 1.0])))
+    if dtype != torch.uint8:
+        ops.append(T.ToDtype(dtype, scale=True))
+        if rng.random() < 0.7:
+            ops.append(T.Normalize(MEAN, STD))
+    return T.Compose(ops)
+
+
+def random_cases(seed: int = 0, count: int = 20, max_width: int = 4000,
+                 device="cpu") -> Iterator[tuple[T.Compose, list[torch.Tensor]]]:
+    """Random (pipeline, ragged uint8 batch) pairs covering edge sizes and every dtype."""
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    shapes = [(1, 1), (1, 37), (53, 1), (2, 3), (480, 640), (31, max_width), (333, 222)]
+    for k in range(count):
+        batch = [rng.choice(shapes) if rng.random() < 0.3 else (rng.randint(8, 300), rng.randint(8, 300))
+                 for _ in range(rng.randint(1, 6))]
+        yield random_pipeline(rng, DTYPES[k % len(DTYPES)]), [_image(h, w, gen, device) for h, w in batch]
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(max abs, mean abs) allowed between a fused output and the reference."""
+    if dtype == torch.uint8:
+        return 2.0, 0.05          # rounding at .5 and clamp edges may move a level
+    if dtype == torch.bfloat16:
+        return 0.07, 2e-3         # bf16 keeps 8 bits: one ulp at |x| ~ 2.6 is 0.016
+    if dtype == torch.float16:
+        return 0.03, 1e-3
+    return 0.02, 1e-3             # ~1 uint8 level after Normalize
+
+
+def compare(pipe: T.Compose, images: list[torch.Tensor], backend, seed: int = 0,
+            channels_last: bool = False) -> tuple[float, float, torch.dtype]:
+    """Max and mean abs error of ``backend`` against the reference on one batch."""
+    keys = SampleKeys(seed, 0, torch.arange(len(images)))
+    sizes = torch.tensor([list(im.shape[-2:]) for im in images])
+    params = pipe.make_pipeline_params(keys, sizes)
+    ref = pipe.apply_params([im.cpu() for im in images], params, stack=True)
+    out = pipe.apply_params(images, params, stack=True, backend=backend, channels_last=channels_last)
+    diff = (out.cpu().double() - ref.double()).abs()
+    return diff.max().item(), diff.mean().item(), ref.dtype
+
+
+def check_backend(backend, device="cpu", count: int = 24, max_width: int = 4000) -> bool:
+    ok = True
+    for k, (pipe, images) in enumerate(random_cases(seed=k_seed(backend), count=count, max_width=max_width,
+                                                    device=device)):
+        worst, mean, dtype = compare(pipe, images, backend, channels_last=k % 2 == 1)
+        max_tol, mean_tol = tolerance(dtype)
+        good = worst <= max_tol and mean <= mean_tol
+        ok &= good
+        print(f"  case {k:2d} {str(dtype):15s} batch {len(images)} max {worst:.2e} mean {mean:.2e} "
+              f"{'ok' if good else 'MISMATCH'}")
+    return ok
+
+
+def k_seed(backend) -> int:
+    return 1234 if backend.name == "cuda" else 42
+
+
+def run_static() -> bool:
+    from .fused.static import MAX_REGISTERS, resource_table
+
+    print(f"static checks (NVRTC -> PTX -> ptxas -v; limits: <= {MAX_REGISTERS} registers, no stack, no spills)")
+    print(f"  {'kernel':14s} {'arch':6s} {'regs':>4s} {'stack':>5s} {'spill st':>8s} {'spill ld':>8s}")
+    ok = True
+    for r in resource_table():
+        ok &= r.ok
+        print(f"  {r.kernel:14s} {r.arch:6s} {r.registers:4d} {r.stack_bytes:5d} {r.spill_stores:8d} "
+              f"{r.spill_loads:8d}  {'ok' if r.ok else 'FAIL'}")
+    return ok
+
+
+def run_emulated() -> bool:
+    from .fused import HostBackend
+
+    print("host-emulated kernels vs torch reference")
+    return check_backend(HostBackend.get(), "cpu")
+
+
+def run_cuda() -> bool:
+    from .fused import cuda_backend
+
+    backend = cuda_backend("cuda")
+    print(f"CUDA kernels on {torch.cuda.get_device_name()} vs torch reference")
+    ok = check_backend(backend, "cuda")
+    pipe = T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ColorJitter(0.4, 0.4, 0.4, 0.1),
+                      T.ToDtype(torch.float16, scale=True), T.Normalize(MEAN, STD)])
+    gen = torch.Generator().manual_seed(0)
+    images = [_image(375, 500, gen, "cuda") for _ in range(256)]
+    keys = SampleKeys(0, 0, torch.arange(256))
+    params = pipe.make_pipeline_params(keys, torch.tensor([[375, 500]] * 256))
+    for name, be in (("fused", backend), ("reference", None)):
+        pipe.apply_params(images, params, stack=True, backend=be)   # warm-up
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for _ in range(5):
+            pipe.apply_params(images, params, stack=True, backend=be)
+        end.record()
+        torch.cuda.synchronize()
+        print(f"  ImageNet train recipe, batch 256 of 500x375 -> 224 fp16: {name} "
+              f"{start.elapsed_time(end) / 5:.2f} ms/batch")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m gpuaug.selftest", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--static", action="store_true", help="only the static kernel checks (no GPU needed)")
+    args = parser.parse_args(argv)
+    t0 = time.perf_counter()
+    results = {"static": run_static()}
+    if not args.static:
+        results["emulated"] = run_emulated()
+        if torch.cuda.is_available():
+            results["cuda"] = run_cuda()
+        else:
+            print("no CUDA GPU on this machine: the CUDA kernels were not run "
+                  "(static checks and host emulation above cover the kernel code)")
+    summary = ", ".join(f"{name} {'ok' if good else 'FAILED'}" for name, good in results.items())
+    print(f"selftest: {summary} ({time.perf_counter() - t0:.1f} s)")
+    return 0 if all(results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
