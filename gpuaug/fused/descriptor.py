@@ -42,5 +42,7 @@ def descriptor_layout() -> list[int]:
 
 
 def empty_descriptors(n: int) -> np.ndarray:
-    """A zeroed table of ``n`` descriptors."""
-    return np.zeros(n, dtype=DESCRIPTOR_DTYPE)
+    """A table of ``n`` descriptors with no color op and no contrast (everything else 0)."""
+    table = np.zeros(n, dtype=DESCRIPTOR_DTYPE)
+    table["contrast_step"] = -1
+    return table

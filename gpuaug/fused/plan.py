@@ -235,7 +235,6 @@ def _pack_color(table: np.ndarray, p: _color.ColorJitterParams) -> None:
     """The enabled jitter ops of each sample, in that sample's order."""
     factors = [None if f is None else f.cpu().numpy() for f in p.factors()]
     order = p.order.cpu().numpy()
-    table["contrast_step"] = -1
     for b in range(len(table)):
         k = 0
         for op in order[b]:

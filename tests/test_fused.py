@@ -1,0 +1,196 @@
+"""The fused kernels, run on CPU through host emulation, against the reference and torchvision;
+plus the static checks of the CUDA build (NVRTC + ptxas), which need no GPU."""
+from __future__ import annotations
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms.v2.functional as TVF
+
+import gpuaug
+from gpuaug import transforms as T
+from gpuaug.fused import HostBackend, plan_segments
+from gpuaug.fused import host as host_module
+from gpuaug.fused.descriptor import descriptor_layout
+from gpuaug.rng import SampleKeys
+from gpuaug.selftest import compare, random_cases, tolerance
+
+from conftest import photo_like
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+@pytest.fixture(scope="module")
+def host():
+    return HostBackend.get()
+
+
+def recipe(size=32, dtype=torch.float32):
+    return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ColorJitter(0.4, 0.4, 0.4, 0.1),
+                      T.ToDtype(dtype, scale=True), T.Normalize(MEAN, STD)])
+
+
+def ragged(n=6, seed=0):
+    rng = random.Random(seed)
+    return [photo_like(rng.randint(20, 160), rng.randint(20, 160), seed=seed + k) for k in range(n)]
+
+
+def run(pipe, images, backend, seed=0, channels_last=False):
+    keys = SampleKeys(seed, 0, torch.arange(len(images)))
+    params = pipe.make_pipeline_params(keys, torch.tensor([list(im.shape[-2:]) for im in images]))
+    return pipe.apply_params(images, params, stack=True, backend=backend, channels_last=channels_last), params
+
+
+def test_descriptor_layout_matches_the_header(host):
+    assert host.descriptor_layout() == descriptor_layout()
+    assert descriptor_layout()[0] == 168
+
+
+@pytest.mark.parametrize("case", range(32))
+def test_random_batches_match_reference(host, case):
+    pipe, images = list(random_cases(seed=100 + case // 8, count=8, max_width=4000))[case % 8]
+    before = host.launches
+    worst, mean, dtype = compare(pipe, images, host, channels_last=case % 2 == 0)
+    assert host.launches > before, "the batch did not take the fused path"
+    max_tol, mean_tol = tolerance(dtype)
+    assert worst <= max_tol and mean <= mean_tol, (worst, mean, dtype, pipe)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_every_dtype_and_layout_against_torchvision(host, dtype, channels_last):
+    images = ragged(5)
+    ops = [T.RandomResizedCrop((24, 40)), T.RandomHorizontalFlip(), T.RandomVerticalFlip(),
+           T.ColorJitter(0.4, 0.4, 0.4, 0.1), T.RandomGrayscale(0.4)]
+    if dtype != torch.uint8:
+        ops += [T.ToDtype(dtype, scale=True), T.Normalize(MEAN, STD)]
+    pipe = T.Compose(ops)
+    out, params = run(pipe, images, host, channels_last=channels_last)
+    assert out.dtype == dtype and out.shape == (5, 3, 24, 40)
+    assert out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    crop, hflip, vflip, jitter, gray = params.per_op[:5]
+    for b, img in enumerate(images):
+        x = TVF.resized_crop(img.float() / 255, int(crop.top[b]), int(crop.left[b]), int(crop.height[b]),
+                             int(crop.width[b]), [24, 40], antialias=True)
+        x = TVF.horizontal_flip(x) if hflip.apply[b] else x
+        x = TVF.vertical_flip(x) if vflip.apply[b] else x
+        for op in jitter.order[b].tolist():
+            x = (TVF.adjust_brightness, TVF.adjust_contrast, TVF.adjust_saturation, TVF.adjust_hue)[op](
+                x, float(jitter.factors()[op][b]))
+        x = TVF.rgb_to_grayscale(x, 3) if gray.apply[b] else x
+        if dtype == torch.uint8:
+            assert (out[b].float() - x * 255).abs().mean() <= 2.0        # 2/255 on the uint8 scale
+        else:
+            expected = TVF.normalize(x, MEAN, STD)
+            tol = 4 / 255 / min(STD) + (0.05 if dtype == torch.bfloat16 else 0.01)
+            assert (out[b].float() - expected).abs().max() <= tol
+
+
+def test_one_pixel_and_huge_images(host):
+    images = [photo_like(1, 1), photo_like(1, 4000), photo_like(4000, 1), photo_like(7, 4000)]
+    pipe = T.Compose([T.RandomResizedCrop(16), T.ColorJitter(0.3, 0.3, 0.3, 0.05), T.ToDtype(torch.float32, True)])
+    worst, mean, _ = compare(pipe, images, host)
+    assert worst < 1e-4 and mean < 1e-5
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_probability_zero_and_one_are_exact(host, p):
+    images = ragged(4)
+    pipe = T.Compose([T.CenterCrop(16), T.RandomHorizontalFlip(p), T.RandomGrayscale(p)])
+    out, _ = run(pipe, images, host)
+    expected = torch.stack([TVF.center_crop(im, [16]) for im in images])
+    if p == 1.0:
+        expected = TVF.rgb_to_grayscale(TVF.horizontal_flip(expected.float()), 3).round().to(torch.uint8)
+    assert (out.int() - expected.int()).abs().max() <= (1 if p else 0)
+
+
+def test_nan_poisoned_outputs_are_fully_written(host, nan_poison):
+    images = ragged(4)
+    for pipe in (recipe(), T.Compose([T.Resize(30), T.CenterCrop(48), T.ToDtype(torch.float32, True)]),
+                 T.Compose([T.RandomCrop(200, pad_if_needed=True), T.ToDtype(torch.float32, True)])):
+        out, _ = run(pipe, images, host)
+        assert not out.isnan().any(), pipe
+
+
+def test_standard_recipe_takes_at_most_three_launches(host):
+    images = ragged(8)
+    for pipe, expected in ((recipe(), 3), (T.Compose([T.Resize(40), T.CenterCrop(32), T.ToDtype(torch.float32, True),
+                                                      T.Normalize(MEAN, STD)]), 2)):
+        before = host.launches
+        run(pipe, images, host)
+        assert host.launches - before == expected
+
+
+def test_planner_splits_around_unfusable_ops():
+    pipe = T.Compose([T.RandomResizedCrop(32), T.RandomHorizontalFlip(), T.Resize(16, interpolation="nearest"),
+                      T.ColorJitter(0.2), T.ToDtype(torch.float32, True), T.Normalize(MEAN, STD),
+                      T.RandomCrop(8, padding=2, padding_mode="reflect")])
+    segments = plan_segments(pipe.transforms)
+    assert [(s.start, len(s.ops), s.fused) for s in segments] == [(0, 2, True), (2, 1, False), (3, 3, True),
+                                                                  (6, 1, False)]
+    assert "fused" in pipe.plan() and "reference" in pipe.plan()
+
+
+def test_mixed_pipeline_matches_reference(host):
+    images = ragged(5)
+    pipe = T.Compose([T.RandomResizedCrop(40), T.Resize(24, interpolation="nearest"), T.ColorJitter(0.4, 0.4, 0.4),
+                      T.RandomCrop(20, padding=3, padding_mode="reflect"), T.ToDtype(torch.float16, True)])
+    worst, mean, _ = compare(pipe, images, host)
+    assert worst <= 2e-3 and mean <= 1e-4
+
+
+def test_loader_fused_true_matches_reference(tmp_path):
+    from conftest import encode
+    data = [(encode(photo_like(40 + 7 * k, 90 - 5 * k, seed=k)), k) for k in range(7)]
+    outs = {}
+    for fused in (True, False):
+        loader = gpuaug.DataLoader(data, batch_size=3, seed=4, device="cpu", fused=fused, transform=recipe())
+        assert loader.fused is fused
+        outs[fused] = torch.cat([images for images, _ in loader])
+    assert (outs[True] - outs[False]).abs().max() < 1e-4
+
+
+def test_cache_key_changes_when_a_kernel_file_changes(tmp_path, monkeypatch):
+    copy = tmp_path / "kernels"
+    shutil.copytree(host_module.kernels_dir(), copy)
+    monkeypatch.setattr(host_module, "kernels_dir", lambda: copy)
+    before = host_module.kernel_sources_hash()
+    (copy / "descriptor.h").write_text((copy / "descriptor.h").read_text() + "\n// edited\n")
+    assert host_module.kernel_sources_hash() != before
+    from gpuaug.fused import cuda
+    monkeypatch.setattr(cuda, "kernels_dir", lambda: copy)
+    assert host_module.kernel_sources_hash() in cuda.cuda_source()
+
+
+def test_missing_compiler_is_reported_and_falls_back(monkeypatch):
+    monkeypatch.setattr(host_module, "find_compiler", lambda: None)
+    monkeypatch.setattr(HostBackend, "_instance", None)
+    with pytest.raises(host_module.FusedUnavailable, match="no C\\+\\+ compiler"):
+        gpuaug.DataLoader([], device="cpu", fused=True)
+    with pytest.warns(UserWarning, match="torch reference"):
+        loader = gpuaug.DataLoader([], device="cpu")
+    assert loader.fused is False
+
+
+# -- static checks of the CUDA build -----------------------------------------------------
+
+def test_kernels_compile_with_nvrtc_and_fit_register_budget():
+    from gpuaug.fused.static import MAX_REGISTERS, resource_table
+
+    table = resource_table()
+    assert {(r.kernel, r.arch) for r in table} == {(k, a) for k in ("gpuaug_hpass", "gpuaug_vpass", "gpuaug_color")
+                                                   for a in ("sm_80", "sm_90")}
+    for r in table:
+        assert r.registers <= MAX_REGISTERS and r.stack_bytes == 0, r
+        assert r.spill_stores == 0 and r.spill_loads == 0, r
+
+
+def test_selftest_static_prints_the_table(capsys):
+    from gpuaug.selftest import main
+
+    assert main(["--static"]) == 0
+    out = capsys.readouterr().out
+    assert "gpuaug_vpass" in out and "sm_90" in out and "FAIL" not in out
