@@ -14,7 +14,9 @@ import torch
 from torch.utils.data import DataLoader as TorchDataLoader
 from torch.utils.data import Dataset, IterableDataset
 
+from .batch_decode import DECODERS, BatchDecoder
 from .decode import CpuDecoder
+from .device import default_device, runtime_for
 from .errors import BadSample, BadSampleError
 from .fused import FusedUnavailable, HostBackend, cuda_backend
 from .pack import DEFAULT_MAX_IMAGE_PIXELS, RawBatch, inspect_sample, pack_batch
@@ -87,6 +89,9 @@ class DataLoader:
         image_key: position (tuple samples, default 0) or key (dict samples, default
             ``"image"``) of the image field.
         max_image_pixels: refuse larger images from their header, before decoding.
+        decoder: ``"auto"`` (nvJPEG for JPEGs on CUDA, the CPU pool otherwise),
+            ``"nvjpeg"`` (require it), ``"dali"`` (DALI's decoder) or ``"cpu"``;
+            :attr:`decoder_counts` tells which backend decoded how many images.
         decode_threads: threads of the CPU decoder pool.
         prefetch_depth: batches prepared ahead of the consumer.
 
@@ -111,16 +116,15 @@ class DataLoader:
                  transform: Transform | Sequence[Transform] | None = None,
                  device: str | torch.device | None = None, fused: bool | None = None, seed: int = 0,
                  channels_last: bool = False, on_error: str = "raise", image_key: int | str | None = None,
-                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, decode_threads: int | None = None,
-                 prefetch_depth: int = 2):
+                 max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, decoder: str = "auto",
+                 decode_threads: int | None = None, prefetch_depth: int = 2):
         if collate_fn is not None:
             raise ValueError("gpuaug.DataLoader packs batches itself; collate_fn is not supported "
                              "(other fields go through torch's default_collate)")
         if batch_size is None and batch_sampler is None:
             raise ValueError("gpuaug.DataLoader needs batches: batch_size=None is not supported")
         self.dataset = dataset
-        self.device = torch.device(device) if device is not None else torch.device(
-            "cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device(device) if device is not None else default_device()
         self.transform = _as_compose(transform)
         self.backend = self._choose_backend(fused)
         self.fused = self.backend is not None
@@ -147,7 +151,9 @@ class DataLoader:
             multiprocessing_context=multiprocessing_context, generator=generator,
             prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
             pin_memory_device=pin_memory_device, in_order=in_order)
-        self._decoder = CpuDecoder(decode_threads)
+        self._runtime = runtime_for(self.device)
+        self._cpu_decoder = CpuDecoder(decode_threads)
+        self._decoder = _batch_decoder(decoder, self._cpu_decoder, self._runtime)
         fetch = None if self._iterable else self._reader.read
         self._stage = DeviceStage(self.transform, self.device, self.seed, on_error, self._decoder,
                                   channels_last, backend=self.backend, fetch=fetch,
@@ -210,11 +216,15 @@ class DataLoader:
         source = iter(self._torch_loader)
         counter = [0]
 
+        runtime = self._runtime
+
         def process(raw: RawBatch):
             if self._iterable:   # identity of a streamed sample: its position in the epoch
                 raw.indices = torch.arange(counter[0], counter[0] + len(raw))
                 counter[0] += len(raw)
-            return self._stage(raw, epoch)
+            with runtime.stream_context():          # CUDA: the side stream; CPU: nothing
+                result = self._stage(raw, epoch)
+                return result, runtime.record_event()
 
         shutdown = getattr(source, "_shutdown_workers", None)
         prefetcher = Prefetcher(source, process, self.prefetch_depth,
@@ -225,11 +235,13 @@ class DataLoader:
     def _consume(self, prefetcher: Prefetcher, epoch: int) -> Iterator[Any]:
         new_bad = 0
         try:
-            for result in prefetcher:
+            for result, ready in prefetcher:
                 if result.bad:
                     self.bad_samples.extend(result.bad)
                     new_bad += len(result.bad)
-                yield result.batch
+                # The consumer's stream waits for the side stream; tensors are marked as
+                # used by the consumer so their memory is not recycled under it.
+                yield self._runtime.hand_over(ready, result.batch)
         finally:
             prefetcher.close()
             if new_bad:
@@ -261,7 +273,7 @@ class DataLoader:
         if self._active is not None:
             self._active.close()
             self._active = None
-        self._decoder.close()
+        self._cpu_decoder.close()
 
     def __del__(self):
         try:
@@ -273,6 +285,21 @@ class DataLoader:
         return (f"gpuaug.DataLoader(batch_size={self.batch_size}, num_workers={self.num_workers}, "
                 f"device={self.device}, fused={self.fused}, seed={self.seed}, on_error={self.on_error!r},\n"
                 f"  transform={self.transform!r})")
+
+
+def _batch_decoder(kind: str, cpu: CpuDecoder, runtime) -> BatchDecoder:
+    """The decoder for ``kind`` (see :data:`gpuaug.batch_decode.DECODERS`) on the runtime's device."""
+    if kind not in DECODERS:
+        raise ValueError(f"decoder must be one of {DECODERS}, got {kind!r}")
+    on_cuda = runtime.device.type == "cuda"
+    if kind == "nvjpeg" and not on_cuda:
+        raise ValueError("decoder='nvjpeg' needs a CUDA device")
+    if kind == "dali":
+        from .dali import DaliJpegDecoder
+
+        return BatchDecoder(cpu, DaliJpegDecoder(runtime.device), name="dali", upload=runtime.to_device)
+    batched = runtime.decode_jpegs if on_cuda and kind in ("auto", "nvjpeg") else None
+    return BatchDecoder(cpu, batched, name="nvjpeg", upload=runtime.to_device)
 
 
 def _as_compose(transform) -> Compose:

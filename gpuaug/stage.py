@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import default_collate
 
 from .collate import gather_rows
-from .decode import CpuDecoder
+from .batch_decode import BatchDecoder
 from .errors import BadSample, BadSampleError, DecodeError
 from .pack import BAD, FORMAT, RAW, RawBatch, inspect_sample
 from .rng import SampleKeys
@@ -58,7 +58,8 @@ class DeviceStage:
         device: where the output lives.
         seed: the loader's seed.
         on_error: ``"raise"``, ``"skip"`` or ``"resample"``.
-        decoder: the CPU decoder pool.
+        decoder: the batch decoder (device decoder for JPEGs, CPU pool for the rest),
+            returning images on ``device``.
         channels_last: return channels_last memory format.
         backend: fused-kernel backend (``None``: torch reference only).
         fetch: ``fetch(index) -> RawSample`` for ``"resample"`` on map-style datasets
@@ -68,7 +69,7 @@ class DeviceStage:
     """
 
     def __init__(self, transform: Compose | None, device: torch.device, seed: int, on_error: str,
-                 decoder: CpuDecoder, channels_last: bool = False, backend=None,
+                 decoder: BatchDecoder, channels_last: bool = False, backend=None,
                  fetch: Callable[[int], RawSample] | None = None, dataset_size: int = 0,
                  max_pixels: int = 0):
         if on_error not in ON_ERROR:
@@ -96,12 +97,12 @@ class DeviceStage:
             fmt = int(raw.info[b, FORMAT])
             if fmt == RAW:
                 try:
-                    images[b] = to_rgb(raw.pixels(b))
+                    images[b] = self.decoder.upload(to_rgb(raw.pixels(b)))
                 except DecodeError as e:
                     failed[b] = str(e)
             elif fmt != BAD:
                 encoded.append(b)
-        decoded = self.decoder.decode_batch([(raw.sample_bytes(b), raw.image_info(b)) for b in encoded])
+        decoded = self.decoder.decode([(raw.sample_bytes(b), raw.image_info(b)) for b in encoded])
         for b, result in zip(encoded, decoded):
             if isinstance(result, Exception):
                 failed[b] = str(result)
@@ -153,9 +154,9 @@ class DeviceStage:
             if error is None:
                 try:
                     if candidate.pixels is not None:
-                        return to_rgb(candidate.pixels), candidate.rest
+                        return self.decoder.upload(to_rgb(candidate.pixels)), candidate.rest
                     data = torch.frombuffer(bytearray(candidate.data), dtype=torch.uint8)
-                    result = self.decoder.decode_batch([(data, info)])[0]
+                    result = self.decoder.decode([(data, info)])[0]
                     if not isinstance(result, Exception):
                         return result, candidate.rest
                     error = str(result)
@@ -167,7 +168,7 @@ class DeviceStage:
 
     # -- 3-5. parameters, augmentation, structure ------------------------------------------
     def augment(self, images: list[torch.Tensor], indices: torch.Tensor, epoch: int):
-        images = [im.to(self.device, non_blocking=True) for im in images]
+        images = [im.to(self.device, non_blocking=True) for im in images]   # no-op once decoded there
         # Parameters are drawn on the host from sizes alone: no device round trip, and
         # the fused path packs them into one descriptor upload.
         sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64).reshape(-1, 2)
@@ -183,6 +184,7 @@ class DeviceStage:
         images, failed = self.decode(raw)
         images, indices, targets, bad = self.resolve_bad(raw, images, failed, epoch)
         out = self.augment(images, indices, epoch)
+        targets = _map_tensors(targets, self.decoder.upload)   # non_blocking on CUDA
         return StageResult(rebuild(raw.layout, out, targets), indices, bad)
 
 
@@ -204,6 +206,17 @@ def _uncollate_first(collated, example):
         value = collated[0]
         return value if isinstance(example, torch.Tensor) else value.item() if value.dim() == 0 else value
     return collated[0]
+
+
+def _map_tensors(value, fn):
+    if isinstance(value, torch.Tensor):
+        return fn(value)
+    if isinstance(value, dict):
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        mapped = [_map_tensors(v, fn) for v in value]
+        return type(value)(*mapped) if hasattr(value, "_fields") else type(value)(mapped)
+    return value
 
 
 def rebuild(layout: Layout, images, targets):

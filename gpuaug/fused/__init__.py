@@ -13,6 +13,6 @@ __all__ = ["HostBackend", "FusedUnavailable", "Segment", "plan_segments", "run_f
 
 def cuda_backend(device=None):
     """The CuPy backend for ``device`` (raises :class:`FusedUnavailable` without CUDA/CuPy)."""
-    from .cuda import CudaBackend
+    from ..device import CudaBackend
 
     return CudaBackend.get(device)
