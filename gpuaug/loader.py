@@ -19,9 +19,9 @@ from .decode import CpuDecoder
 from .device import default_device, runtime_for
 from .errors import BadSample, BadSampleError
 from .fused import FusedUnavailable, HostBackend, cuda_backend
-from .pack import DEFAULT_MAX_IMAGE_PIXELS, RawBatch, inspect_sample, pack_batch
+from .pack import DEFAULT_MAX_IMAGE_PIXELS, RawBatch, pack_batch
 from .prefetch import Prefetcher
-from .rng import SampleKeys, random_bits
+from .rng import random_bits
 from .sources import SampleReader
 from .stage import DeviceStage
 from .transforms import Compose, Transform

@@ -2,8 +2,10 @@
 
 On a machine with a CUDA GPU it runs the CuPy kernels, the host emulation and the
 reference on random batches (sizes from 1x1 to 4000 px wide, every output dtype, both
-layouts, gray and color pipelines), prints max/mean errors and timings, and exits
-non-zero on a mismatch. Without a GPU it says so and runs what can run: the static
+layouts, gray and color pipelines), prints max/mean errors and timings, then checks the
+GPU runtime (nvJPEG vs libjpeg-turbo, the loader on GPU vs CPU, overlap of the device
+stage with a model step, flat GPU memory over 500 batches, no leaked streams or
+threads), and exits non-zero on a mismatch. Without a GPU it says so and runs what can run: the static
 kernel checks (NVRTC + ptxas) and the host-emulated kernels. ``--static`` runs only
 the static checks.
 
@@ -157,6 +159,114 @@ def run_cuda() -> bool:
     return ok
 
 
+def _encoded_dataset(n: int, fmt: str, seed: int = 0) -> list:
+    import io
+
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(seed)
+    items = []
+    for k in range(n):
+        img = _image(200 + (k * 37) % 300, 250 + (k * 53) % 300, gen)
+        buf = io.BytesIO()
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, fmt, **({"quality": 90} if fmt == "JPEG" else {}))
+        items.append((buf.getvalue(), k))
+    return items
+
+
+def run_runtime() -> bool:
+    """GPU runtime checks: nvJPEG parity, GPU loader == CPU loader, overlap, flat memory, cleanup."""
+    import gc
+    import weakref
+
+    from . import DataLoader
+    from .decode import CpuDecoder
+    from .device import CudaRuntime
+    from .headers import read_header
+
+    ok = True
+    # 1. nvJPEG vs libjpeg-turbo (TorchCodec's CPU decoder). IDCT implementations differ:
+    #    allowed mean |diff| <= 1 level and 99.9th percentile <= 8 levels.
+    items = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b, _ in _encoded_dataset(32, "JPEG")]
+    gpu = CudaRuntime(torch.device("cuda")).decode_jpegs(items)
+    cpu = CpuDecoder(2).decode_batch([(d, read_header(d)) for d in items])
+    diffs = torch.cat([(g.cpu().float() - c.float()).abs().flatten() for g, c in zip(gpu, cpu)])
+    mean, p999 = diffs.mean().item(), torch.quantile(diffs[::7], 0.999).item()
+    good = mean <= 1.0 and p999 <= 8
+    ok &= good
+    print(f"  nvJPEG vs libjpeg-turbo: mean |diff| {mean:.3f}, 99.9% {p999:.0f} levels  {'ok' if good else 'MISMATCH'}")
+
+    # 2. The whole loader on GPU vs on CPU, same seed (PNG: both decode on the CPU, so any
+    #    difference is the kernels'), within the fused-kernel tolerance.
+    pipe = T.Compose([T.RandomResizedCrop(96), T.RandomHorizontalFlip(), T.ColorJitter(0.4, 0.4, 0.4, 0.1),
+                      T.ToDtype(torch.float32, scale=True), T.Normalize(MEAN, STD)])
+    data = _encoded_dataset(24, "PNG")
+    outs = {}
+    for device in ("cuda", "cpu"):
+        loader = DataLoader(data, batch_size=8, seed=3, device=device, transform=pipe, num_workers=2)
+        outs[device] = torch.cat([images.float().cpu() for images, _ in loader])
+    worst = (outs["cuda"] - outs["cpu"]).abs().max().item()
+    good = worst <= tolerance(torch.float32)[0]
+    ok &= good
+    print(f"  loader cuda vs cpu, same seed: max |diff| {worst:.2e}  {'ok' if good else 'MISMATCH'}")
+
+    # 3. Overlap: a model step of known length on the consumer's stream.
+    data = _encoded_dataset(64, "JPEG")
+    loader = DataLoader(data, batch_size=16, device="cuda", transform=pipe, num_workers=2)
+    for _ in loader:     # warm-up: compile kernels, start workers
+        pass
+
+    def timed(loader, step_cycles: int | None) -> float:
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        n = 0
+        for images, _ in loader:
+            if step_cycles:
+                torch.cuda._sleep(step_cycles)
+            n += 1
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / n
+
+    prep = timed(loader, None)
+    cycles = int(2e6)
+    step_start, step_end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    step_start.record()
+    torch.cuda._sleep(cycles)
+    step_end.record()
+    torch.cuda.synchronize()
+    step = step_start.elapsed_time(step_end)
+    both = timed(loader, cycles)
+    good = both <= 1.25 * max(step, prep) + 1.0
+    ok &= good
+    print(f"  overlap: step {step:.1f} ms, preprocessing {prep:.1f} ms, loop {both:.1f} ms/batch "
+          f"(sum would be {step + prep:.1f})  {'ok' if good else 'NO OVERLAP'}")
+
+    # 4. Flat GPU memory over 500 batches.
+    small = T.Compose([T.RandomResizedCrop(32), T.ToDtype(torch.float16, scale=True)])
+    loader = DataLoader(_encoded_dataset(50, "JPEG"), batch_size=10, device="cuda", transform=small)
+    samples = []
+    for epoch in range(100):
+        for _ in loader:
+            pass
+        samples.append(torch.cuda.memory_allocated())
+    growth = (samples[-1] - samples[5]) / max(samples[5], 1)
+    good = growth <= 0.05
+    ok &= good
+    print(f"  GPU memory over 500 batches: {samples[5] / 2**20:.1f} -> {samples[-1] / 2**20:.1f} MiB  "
+          f"{'ok' if good else 'GROWS'}")
+
+    # 5. Nothing leaks: streams and threads go with the loader.
+    stream = weakref.ref(loader._runtime.stream)
+    del loader
+    gc.collect()
+    import threading
+    good = stream() is None and not [t for t in threading.enumerate() if t.name.startswith("gpuaug")]
+    ok &= good
+    print(f"  side stream and threads released with the loader  {'ok' if good else 'LEAK'}")
+    return ok
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpuaug.selftest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--static", action="store_true", help="only the static kernel checks (no GPU needed)")
@@ -167,6 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         results["emulated"] = run_emulated()
         if torch.cuda.is_available():
             results["cuda"] = run_cuda()
+            print("GPU runtime")
+            results["runtime"] = run_runtime()
         else:
             print("no CUDA GPU on this machine: the CUDA kernels were not run "
                   "(static checks and host emulation above cover the kernel code)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import shutil
 
-import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TVF
