@@ -7,21 +7,23 @@ thread (:mod:`gpuaug.prefetch`) one batch ahead of the training loop.
 from __future__ import annotations
 
 import functools
+import itertools
 import warnings
 from typing import Any, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader as TorchDataLoader
-from torch.utils.data import Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from .batch_decode import DECODERS, BatchDecoder
 from .decode import CpuDecoder
-from .device import default_device, runtime_for
+from .device import runtime_for
 from .errors import BadSample, BadSampleError
 from .fused import FusedUnavailable, HostBackend, cuda_backend
 from .pack import DEFAULT_MAX_IMAGE_PIXELS, RawBatch, pack_batch
 from .prefetch import Prefetcher
 from .rng import random_bits
+from .sampling import build_batch_sampler, distributed_world, local_device
 from .sources import SampleReader
 from .stage import DeviceStage
 from .transforms import Compose, Transform
@@ -41,14 +43,44 @@ class _RawMapDataset(Dataset):
 
 
 class _RawIterableDataset(IterableDataset):
-    """The user's iterable dataset, read as raw samples (index assigned in the main process)."""
+    """The user's iterable dataset, read as raw samples and split over ranks and workers.
 
-    def __init__(self, reader: SampleReader):
+    See :mod:`gpuaug.sampling`: sample ``k`` of the stream goes to global worker
+    ``k % (world_size * num_workers)`` and ``k`` is its identity, unless the dataset
+    splits itself (``splits_itself = True``) and names its samples with ``"__index__"``.
+    """
+
+    def __init__(self, reader: SampleReader, rank: int, world_size: int):
         self.reader = reader
+        self.rank, self.world_size = rank, world_size
 
     def __iter__(self):
-        for item in self.reader.dataset:
-            yield self.reader.convert(item, -1)
+        dataset = self.reader.dataset
+        if getattr(dataset, "splits_itself", False):
+            for position, item in enumerate(dataset):
+                yield self.reader.convert(item, _sample_identity(item, position))
+            return
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        total, me = self.world_size * workers, self.rank * workers + worker
+        for position, item in enumerate(dataset):
+            if position % total == me:
+                yield self.reader.convert(item, position)
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.reader.dataset, "set_epoch"):
+            self.reader.dataset.set_epoch(epoch)
+
+
+def _sample_identity(item, position: int) -> int:
+    """A streamed sample's identity: its ``"__index__"`` (e.g. (shard, position)), else its position."""
+    index = item.get("__index__") if isinstance(item, dict) else None
+    if index is None:
+        return position
+    if isinstance(index, (tuple, list)):
+        shard, pos = (int(v) for v in index)
+        return (shard << 32) | pos
+    return int(index)
 
 
 def _shuffle_seed(seed: int, epoch: int) -> int:
@@ -94,6 +126,11 @@ class DataLoader:
             :attr:`decoder_counts` tells which backend decoded how many images.
         decode_threads: threads of the CPU decoder pool.
         prefetch_depth: batches prepared ahead of the consumer.
+        rank, world_size: this process's share of the data; default: from
+            ``torch.distributed`` when it is initialized (torchrun), else one process.
+            Map-style datasets are sharded like ``DistributedSampler`` (same shuffle on
+            every rank from (seed, epoch); padded by repeating samples, or trimmed with
+            ``drop_last``, so every rank gets the same number of batches).
 
     Example:
         >>> import io, torch, gpuaug
@@ -117,14 +154,15 @@ class DataLoader:
                  device: str | torch.device | None = None, fused: bool | None = None, seed: int = 0,
                  channels_last: bool = False, on_error: str = "raise", image_key: int | str | None = None,
                  max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS, decoder: str = "auto",
-                 decode_threads: int | None = None, prefetch_depth: int = 2):
+                 decode_threads: int | None = None, prefetch_depth: int = 2,
+                 rank: int | None = None, world_size: int | None = None):
         if collate_fn is not None:
             raise ValueError("gpuaug.DataLoader packs batches itself; collate_fn is not supported "
                              "(other fields go through torch's default_collate)")
         if batch_size is None and batch_sampler is None:
             raise ValueError("gpuaug.DataLoader needs batches: batch_size=None is not supported")
         self.dataset = dataset
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = torch.device(device) if device is not None else local_device()
         self.transform = _as_compose(transform)
         self.backend = self._choose_backend(fused)
         self.fused = self.backend is not None
@@ -137,20 +175,29 @@ class DataLoader:
 
         self._reader = SampleReader(dataset, image_key)
         self._iterable = isinstance(dataset, IterableDataset)
-        raw_dataset = _RawIterableDataset(self._reader) if self._iterable else _RawMapDataset(self._reader)
+        self.rank, self.world_size = distributed_world(rank, world_size)
         # Our own generator, reseeded per epoch, makes the shuffle order reproducible.
         self._own_generator = generator is None and sampler is None and batch_sampler is None
         if self._own_generator:
             generator = torch.Generator()
-        self._torch_loader = TorchDataLoader(
-            raw_dataset, batch_size=batch_size if batch_sampler is None else 1,
-            shuffle=shuffle if batch_sampler is None else None, sampler=sampler,
-            batch_sampler=batch_sampler, num_workers=num_workers,
-            collate_fn=functools.partial(pack_batch, max_pixels=max_image_pixels),
-            pin_memory=pin_memory, drop_last=drop_last, timeout=timeout, worker_init_fn=worker_init_fn,
-            multiprocessing_context=multiprocessing_context, generator=generator,
-            prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
-            pin_memory_device=pin_memory_device, in_order=in_order)
+        common = dict(num_workers=num_workers, collate_fn=functools.partial(pack_batch, max_pixels=max_image_pixels),
+                      pin_memory=pin_memory, timeout=timeout, worker_init_fn=worker_init_fn,
+                      multiprocessing_context=multiprocessing_context, generator=generator,
+                      prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
+                      pin_memory_device=pin_memory_device, in_order=in_order)
+        if self._iterable:
+            self._batch_sampler = None
+            self._torch_loader = TorchDataLoader(_RawIterableDataset(self._reader, self.rank, self.world_size),
+                                                 batch_size=batch_size, drop_last=drop_last, **common)
+        else:
+            raw_dataset = _RawMapDataset(self._reader)
+            self._batch_sampler = build_batch_sampler(raw_dataset, batch_size, shuffle, sampler, batch_sampler,
+                                                      drop_last, generator, self.rank, self.world_size, self.seed)
+            self._torch_loader = TorchDataLoader(raw_dataset, batch_sampler=self._batch_sampler, **common)
+        #: Dataset indices (sample identities) of the batch last handed out, row by row.
+        self.indices = torch.zeros(0, dtype=torch.int64)
+        self._resume_at = 0                  # batches of the next epoch already consumed (resume)
+        self._consumed = 0                   # batches handed out in the current epoch
         self._runtime = runtime_for(self.device)
         self._cpu_decoder = CpuDecoder(decode_threads)
         self._decoder = _batch_decoder(decoder, self._cpu_decoder, self._runtime)
@@ -167,7 +214,9 @@ class DataLoader:
 
     @property
     def batch_size(self):
-        return self._torch_loader.batch_size
+        if self._batch_sampler is None:
+            return self._torch_loader.batch_size
+        return getattr(self._batch_sampler.inner, "batch_size", None)
 
     @property
     def num_workers(self) -> int:
@@ -175,7 +224,7 @@ class DataLoader:
 
     @property
     def sampler(self):
-        return self._torch_loader.sampler
+        return self._torch_loader.sampler if self._batch_sampler is None else self._batch_sampler.sampler
 
     @property
     def decoder_counts(self) -> dict[str, int]:
@@ -188,8 +237,22 @@ class DataLoader:
         Without calls, every new iteration advances the epoch by one, starting at 0.
         """
         self._next_epoch = int(epoch)
-        if hasattr(self._torch_loader.sampler, "set_epoch"):
-            self._torch_loader.sampler.set_epoch(epoch)
+
+    # -- resume (the torchdata StatefulDataLoader convention) -----------------------------
+    def state_dict(self) -> dict[str, int]:
+        """Where the loader is: resuming from it continues with the next batch, the same
+        samples and the same augmentations as an uninterrupted run."""
+        if self._consumed == 0:
+            return {"epoch": self._next_epoch, "batches": self._resume_at, "seed": self.seed}
+        return {"epoch": self.epoch, "batches": self._consumed, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next iteration continue from ``state`` (see :meth:`state_dict`)."""
+        if state["seed"] != self.seed:
+            raise ValueError(f"state was saved by a loader with seed {state['seed']}, this one has seed "
+                             f"{self.seed}: the samples and augmentations would differ")
+        self._next_epoch = int(state["epoch"])
+        self._resume_at = int(state["batches"])
 
     def _choose_backend(self, fused: bool | None):
         """The fused-kernel backend for ``self.device``, or None for the torch reference."""
@@ -211,23 +274,26 @@ class DataLoader:
             self._active.close()
         epoch = self.epoch = self._next_epoch
         self._next_epoch = epoch + 1
+        skip, self._resume_at = self._resume_at, 0
+        self._consumed = skip
         if self._own_generator:
             self._torch_loader.generator.manual_seed(_shuffle_seed(self.seed, epoch))
+        if self._batch_sampler is not None:
+            self._batch_sampler.set_epoch(epoch)
+            self._batch_sampler.skip = skip          # resumed: those batches are never read
+        else:
+            self._torch_loader.dataset.set_epoch(epoch)
         source = iter(self._torch_loader)
-        counter = [0]
-
+        batches = source if self._batch_sampler is not None else itertools.islice(source, skip, None)
         runtime = self._runtime
 
         def process(raw: RawBatch):
-            if self._iterable:   # identity of a streamed sample: its position in the epoch
-                raw.indices = torch.arange(counter[0], counter[0] + len(raw))
-                counter[0] += len(raw)
             with runtime.stream_context():          # CUDA: the side stream; CPU: nothing
                 result = self._stage(raw, epoch)
                 return result, runtime.record_event()
 
         shutdown = getattr(source, "_shutdown_workers", None)
-        prefetcher = Prefetcher(source, process, self.prefetch_depth,
+        prefetcher = Prefetcher(batches, process, self.prefetch_depth,
                                 on_close=None if self._torch_loader.persistent_workers else shutdown)
         self._active = prefetcher
         return self._consume(prefetcher, epoch)
@@ -241,7 +307,11 @@ class DataLoader:
                     new_bad += len(result.bad)
                 # The consumer's stream waits for the side stream; tensors are marked as
                 # used by the consumer so their memory is not recycled under it.
-                yield self._runtime.hand_over(ready, result.batch)
+                batch = self._runtime.hand_over(ready, result.batch)
+                self.indices = result.indices
+                self._consumed += 1
+                yield batch
+            self._consumed = 0                       # the epoch is complete
         finally:
             prefetcher.close()
             if new_bad:
