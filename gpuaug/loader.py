@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import time
 import warnings
 from typing import Any, Iterator, Sequence
 
@@ -26,6 +27,7 @@ from .rng import random_bits
 from .sampling import build_batch_sampler, distributed_world, local_device
 from .sources import SampleReader
 from .stage import DeviceStage
+from .timeline import Timeline
 from .transforms import Compose, Transform
 
 
@@ -207,6 +209,9 @@ class DataLoader:
                                   dataset_size=0 if self._iterable else len(dataset),
                                   max_pixels=max_image_pixels)
         self._active: Prefetcher | None = None
+        #: Stage spans per batch, recorded while profiling (see :func:`gpuaug.profile`).
+        self.timeline = Timeline(enabled=False)
+        self._stage.timeline = self.timeline
 
     # -- torch DataLoader surface ---------------------------------------------------------
     def __len__(self) -> int:
@@ -287,9 +292,13 @@ class DataLoader:
         batches = source if self._batch_sampler is not None else itertools.islice(source, skip, None)
         runtime = self._runtime
 
+        timeline = self.timeline
+        batches = _timed(batches, timeline, start=skip)
+        numbers = itertools.count(skip)
+
         def process(raw: RawBatch):
             with runtime.stream_context():          # CUDA: the side stream; CPU: nothing
-                result = self._stage(raw, epoch)
+                result = self._stage(raw, epoch, next(numbers))
                 return result, runtime.record_event()
 
         shutdown = getattr(source, "_shutdown_workers", None)
@@ -300,8 +309,16 @@ class DataLoader:
 
     def _consume(self, prefetcher: Prefetcher, epoch: int) -> Iterator[Any]:
         new_bad = 0
+        number = self._consumed
         try:
-            for result, ready in prefetcher:
+            while True:
+                waited = time.perf_counter()
+                try:
+                    result, ready = next(prefetcher)
+                except StopIteration:
+                    break
+                self.timeline.add("consumer wait", number, waited, time.perf_counter())
+                number += 1
                 if result.bad:
                     self.bad_samples.extend(result.bad)
                     new_bad += len(result.bad)
@@ -355,6 +372,19 @@ class DataLoader:
         return (f"gpuaug.DataLoader(batch_size={self.batch_size}, num_workers={self.num_workers}, "
                 f"device={self.device}, fused={self.fused}, seed={self.seed}, on_error={self.on_error!r},\n"
                 f"  transform={self.transform!r})")
+
+
+def _timed(batches, timeline: Timeline, start: int):
+    """The raw batches, recording how long the device stage waited for the workers."""
+    iterator = iter(batches)
+    for number in itertools.count(start):
+        waited = time.perf_counter()
+        try:
+            raw = next(iterator)
+        except StopIteration:
+            return
+        timeline.add("wait for workers", number, waited, time.perf_counter())
+        yield raw
 
 
 def _batch_decoder(kind: str, cpu: CpuDecoder, runtime) -> BatchDecoder:

@@ -7,6 +7,7 @@ whole batch (random parameters, output buffers) before decoding anything.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,8 @@ class RawBatch:
     targets: Any = None
     layout: Layout = field(default_factory=lambda: Layout("image"))
     example_rest: Any = None
+    #: (start, end) of reading and packing this batch in its worker (perf_counter clock).
+    worker_span: tuple[float, float] = (0.0, 0.0)
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -114,6 +117,7 @@ def _as_uint8_array(raw: RawSample) -> np.ndarray:
 
 def pack_batch(samples: list[RawSample], max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> RawBatch:
     """Collate raw samples into a :class:`RawBatch` (the loader's ``collate_fn``)."""
+    started = min((s.read_start for s in samples), default=time.perf_counter())
     infos, errors = zip(*(inspect_sample(s, max_pixels) for s in samples)) if samples else ((), ())
     chunks = [_as_uint8_array(s) if err is None else np.empty(0, np.uint8) for s, err in zip(samples, errors)]
     sizes = np.array([len(c) for c in chunks], dtype=np.int64)
@@ -134,6 +138,7 @@ def pack_batch(samples: list[RawSample], max_pixels: int = DEFAULT_MAX_IMAGE_PIX
         targets=collate_rest(samples),
         layout=samples[0].layout if samples else Layout("image"),
         example_rest=samples[0].rest if samples else None,
+        worker_span=(started, time.perf_counter()),
     )
 
 

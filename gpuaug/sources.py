@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -60,6 +61,7 @@ class RawSample:
     rest: Any = None          # the sample without its image field (None for kind "image")
     layout: Layout | None = None
     error: str | None = None
+    read_start: float = field(default_factory=time.perf_counter)   # for the profiler's timeline
 
 
 def _is_folder_dataset(dataset) -> bool:

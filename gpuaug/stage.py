@@ -23,6 +23,7 @@ from .errors import BadSample, BadSampleError, DecodeError
 from .pack import BAD, FORMAT, RAW, RawBatch, inspect_sample
 from .rng import SampleKeys
 from .sources import Layout, RawSample
+from .timeline import DISABLED
 from .transforms import Compose
 
 ON_ERROR = ("raise", "skip", "resample")
@@ -81,6 +82,7 @@ class DeviceStage:
         self.decoder = decoder
         self.channels_last = channels_last
         self.backend = backend
+        self.timeline = DISABLED
         self.fetch = fetch
         self.dataset_size = dataset_size
         self.max_pixels = max_pixels
@@ -167,23 +169,28 @@ class DeviceStage:
                                        f"no usable replacement found in {MAX_RESAMPLE_TRIES} tries"))
 
     # -- 3-5. parameters, augmentation, structure ------------------------------------------
-    def augment(self, images: list[torch.Tensor], indices: torch.Tensor, epoch: int):
+    def augment(self, images: list[torch.Tensor], indices: torch.Tensor, epoch: int, batch: int = 0):
         images = [im.to(self.device, non_blocking=True) for im in images]   # no-op once decoded there
         # Parameters are drawn on the host from sizes alone: no device round trip, and
         # the fused path packs them into one descriptor upload.
-        sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64).reshape(-1, 2)
-        keys = SampleKeys(self.seed, epoch, indices.cpu())
-        params = self.transform.make_pipeline_params(keys, sizes, channels=3)
+        with self.timeline.span("parameters", batch):
+            sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64).reshape(-1, 2)
+            keys = SampleKeys(self.seed, epoch, indices.cpu())
+            params = self.transform.make_pipeline_params(keys, sizes, channels=3)
         out = self.transform.apply_params(images, params, stack=True, backend=self.backend,
-                                          channels_last=self.channels_last)
+                                          channels_last=self.channels_last, timeline=self.timeline,
+                                          batch=batch)
         if isinstance(out, torch.Tensor) and self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out
 
-    def __call__(self, raw: RawBatch, epoch: int) -> StageResult:
-        images, failed = self.decode(raw)
-        images, indices, targets, bad = self.resolve_bad(raw, images, failed, epoch)
-        out = self.augment(images, indices, epoch)
+    def __call__(self, raw: RawBatch, epoch: int, batch: int = 0) -> StageResult:
+        timeline = self.timeline
+        timeline.add("worker read+pack", batch, *raw.worker_span)
+        with timeline.span("decode", batch):
+            images, failed = self.decode(raw)
+            images, indices, targets, bad = self.resolve_bad(raw, images, failed, epoch)
+        out = self.augment(images, indices, epoch, batch)
         targets = _map_tensors(targets, self.decoder.upload)   # non_blocking on CUDA
         return StageResult(rebuild(raw.layout, out, targets), indices, bad)
 

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 import torch
 
 from ..rng import SampleKeys
+from ..timeline import DISABLED
 
 Images = torch.Tensor | list[torch.Tensor]
 
@@ -229,7 +230,7 @@ class Compose(Transform):
 
     # -- reference execution ----------------------------------------------------------
     def apply_params(self, images: Images, params: PipelineParams, stack: bool | None = None,
-                     backend=None, channels_last: bool = False) -> Images:
+                     backend=None, channels_last: bool = False, timeline=None, batch: int = 0) -> Images:
         """Render ``params`` on ``images`` (uint8 or float, dense or list).
 
         Args:
@@ -240,6 +241,7 @@ class Compose(Transform):
             backend: a fused-kernel backend (:mod:`gpuaug.fused`); ``None`` runs the
                 torch reference only. Ops the kernels cannot take always run the reference.
             channels_last: let a final fused segment write channels_last directly.
+            timeline, batch: where to record the time of fused and other ops (profiling).
         Returns:
             The augmented images in the pipeline's final dtype.
         """
@@ -251,10 +253,12 @@ class Compose(Transform):
         if len(images) == 0 and isinstance(images, torch.Tensor):
             return self._empty_output(images)
         state = ImageState(images, dtype=input_dtype, owned=False)
+        timeline = timeline if timeline is not None else DISABLED
         if backend is None:
-            for t, p in zip(self.transforms, params.per_op):
-                state = t.apply(state, p)
-            return finalize(state, stack)
+            with timeline.span("other ops", batch):
+                for t, p in zip(self.transforms, params.per_op):
+                    state = t.apply(state, p)
+                return finalize(state, stack)
         from ..fused import plan_segments, run_fused_segment
 
         segments = plan_segments(self.transforms)
@@ -262,13 +266,15 @@ class Compose(Transform):
             seg_params = params.per_op[segment.start:segment.start + len(segment.ops)]
             fused_state = None
             if segment.fused:
-                fused_state = run_fused_segment(backend, segment.ops, seg_params, state,
-                                                final=k == len(segments) - 1, channels_last=channels_last)
+                with timeline.span("fused stage", batch):
+                    fused_state = run_fused_segment(backend, segment.ops, seg_params, state,
+                                                    final=k == len(segments) - 1, channels_last=channels_last)
             if fused_state is not None:
                 state = fused_state
                 continue
-            for t, p in zip(segment.ops, seg_params):
-                state = t.apply(state, p)
+            with timeline.span("other ops", batch):
+                for t, p in zip(segment.ops, seg_params):
+                    state = t.apply(state, p)
         return finalize(state, stack)
 
     def plan(self) -> str:
