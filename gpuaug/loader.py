@@ -108,10 +108,11 @@ class DataLoader:
             hands out decoded uint8 images.
         device: where augmentation runs and batches live (default: ``"cuda"`` when
             available, else ``"cpu"``).
-        fused: ``None`` (default) uses the fused kernels where they run (CuPy on CUDA;
-            on CPU the same kernels compiled by the host C++ compiler, faster than the
-            reference) and falls back to the torch reference with a warning;
-            ``False`` forces the reference; ``True`` requires the fused kernels.
+        fused: ``None`` (default) picks the fastest path: the fused CUDA kernels on
+            CUDA (falling back to the torch reference with a warning when CuPy is
+            missing), the torch reference on CPU. ``True`` requires the fused kernels
+            (on CPU: the same kernel sources compiled by the host C++ compiler, about as
+            fast as the reference today); ``False`` forces the reference.
         seed: seed of the counter-based generator; a sample's augmentation is a pure
             function of (seed, epoch, dataset index), as is the shuffling order when
             no ``generator``/``sampler`` is given.
@@ -261,7 +262,9 @@ class DataLoader:
 
     def _choose_backend(self, fused: bool | None):
         """The fused-kernel backend for ``self.device``, or None for the torch reference."""
-        if fused is False:
+        if fused is False or (fused is None and self.device.type == "cpu"):
+            # On CPU the torch reference (vectorized, multi-threaded ops) is faster than the
+            # host-compiled kernels (scalar per emulated thread): those are opt-in.
             return None
         try:
             if self.device.type == "cuda":

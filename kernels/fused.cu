@@ -101,11 +101,25 @@ extern "C" __global__ void gpuaug_hpass(const SampleDesc* __restrict__ descs, fl
     Taps t = resample_taps(rx, d.box_w, d.resized_w, d.antialias);
     float acc[3] = {0.0f, 0.0f, 0.0f};
     float total = 0.0f;
-    for (int j = 0; j < t.count; ++j) {
-        float w = tap_weight(t, j);
-        int sx = d.box_left + t.first + j;
-        for (int c = 0; c < 3; ++c) acc[c] += w * load_source(d, c, y, sx);
-        total += w;
+    int sx0 = d.box_left + t.first;
+    if (d.src_dtype == GPUAUG_SRC_U8 && d.src_channels == 3 && y >= 0 && y < d.src_h && sx0 >= 0 &&
+        sx0 + t.count <= d.src_w) {
+        // The common case, without per-tap bounds and format checks: a uint8 RGB row inside the image.
+        const unsigned char* px = (const unsigned char*)d.src + (long long)y * d.src_stride_y +
+                                  (long long)sx0 * d.src_stride_x;
+        for (int j = 0; j < t.count; ++j, px += d.src_stride_x) {
+            float w = tap_weight(t, j);
+            acc[0] += w * (float)px[0];
+            acc[1] += w * (float)px[d.src_stride_c];
+            acc[2] += w * (float)px[2 * d.src_stride_c];
+            total += w;
+        }
+    } else {
+        for (int j = 0; j < t.count; ++j) {
+            float w = tap_weight(t, j);
+            for (int c = 0; c < 3; ++c) acc[c] += w * load_source(d, c, y, sx0 + j);
+            total += w;
+        }
     }
     float norm = total > 0.0f ? 1.0f / total : 0.0f;
     for (int c = 0; c < 3; ++c) dst[c * plane] = acc[c] * norm;
@@ -240,8 +254,12 @@ struct OutSpec {
 // ---------------------------------------------------------------------------------
 // Pass 2: vertical resample into the window; then either the contrast sums, or (when
 // no sample in the batch needs contrast, fuse_output=1) the color ops and the output.
-// grid (ceil(W / block.x), ceil(H / block.y), B).
+// Each thread does GPUAUG_VPASS_ROWS rows of one column and adds its luma sum with one
+// atomic, so atomics stay rare (they contend on one address per sample).
+// grid (ceil(W / block.x), ceil(H / (block.y * GPUAUG_VPASS_ROWS)), B).
 // ---------------------------------------------------------------------------------
+#define GPUAUG_VPASS_ROWS 8
+
 extern "C" __global__ void gpuaug_vpass(const SampleDesc* __restrict__ descs, const float* __restrict__ scratch,
                                         float* __restrict__ window, unsigned long long* __restrict__ luma_sums,
                                         void* __restrict__ out, float bound, int fuse_output,
@@ -251,43 +269,46 @@ extern "C" __global__ void gpuaug_vpass(const SampleDesc* __restrict__ descs, co
     int b = blockIdx.z;
     const SampleDesc& d = descs[b];
     int x = blockIdx.x * blockDim.x + threadIdx.x;
-    int y = blockIdx.y * blockDim.y + threadIdx.y;
-    if (x >= out_w || y >= out_h) return;
-    float p[3];
-    int ry = d.win_top + y;
-    if (ry < 0 || ry >= d.resized_h) {
-        for (int c = 0; c < 3; ++c) p[c] = d.fill[c];
-    } else {
-        const float* col = scratch + d.scratch_offset + x;
-        long long plane = (long long)d.box_h * out_w;
-        Taps t = resample_taps(ry, d.box_h, d.resized_h, d.antialias);
-        float acc[3] = {0.0f, 0.0f, 0.0f};
-        float total = 0.0f;
-        for (int i = 0; i < t.count; ++i) {
-            float w = tap_weight(t, i);
-            long long at = (long long)(t.first + i) * out_w;
-            for (int c = 0; c < 3; ++c) acc[c] += w * col[c * plane + at];
-            total += w;
-        }
-        float norm = total > 0.0f ? 1.0f / total : 0.0f;
-        for (int c = 0; c < 3; ++c) p[c] = acc[c] * norm;
-    }
-    // Flips act on the window: output pixel (y, x) shows window pixel (y', x').
-    int oy = d.flip_y ? out_h - 1 - y : y;
-    int ox = d.flip_x ? out_w - 1 - x : x;
-    if (fuse_output) {
-        apply_color(d, p, 0, d.n_color, 0.0f, bound);
-        write_output(d, p, out, out_dtype, out_c,
-                     b * stride_n + oy * stride_y + ox * stride_x, stride_c);
-        return;
-    }
+    int y_first = (blockIdx.y * blockDim.y + threadIdx.y) * GPUAUG_VPASS_ROWS;
+    if (x >= out_w || y_first >= out_h) return;
+    int y_last = y_first + GPUAUG_VPASS_ROWS < out_h ? y_first + GPUAUG_VPASS_ROWS : out_h;
+    const float* col = scratch + d.scratch_offset + x;
+    long long plane = (long long)d.box_h * out_w;
     long long plane_out = (long long)out_h * out_w;
-    float* dst = window + (long long)b * 3 * plane_out + (long long)oy * out_w + ox;
-    for (int c = 0; c < 3; ++c) dst[c * plane_out] = p[c];
-    if (d.contrast_step >= 0) {
-        apply_color(d, p, 0, d.contrast_step, 0.0f, bound);
-        atomicAdd(luma_sums + b, (unsigned long long)(luma(p) * GPUAUG_FIXED_ONE + 0.5f));
+    int ox = d.flip_x ? out_w - 1 - x : x;    // flips act on the window
+    unsigned long long luma_sum = 0;
+    for (int y = y_first; y < y_last; ++y) {
+        float p[3];
+        int ry = d.win_top + y;
+        if (ry < 0 || ry >= d.resized_h) {
+            for (int c = 0; c < 3; ++c) p[c] = d.fill[c];
+        } else {
+            Taps t = resample_taps(ry, d.box_h, d.resized_h, d.antialias);
+            float acc[3] = {0.0f, 0.0f, 0.0f};
+            float total = 0.0f;
+            for (int i = 0; i < t.count; ++i) {
+                float w = tap_weight(t, i);
+                long long at = (long long)(t.first + i) * out_w;
+                for (int c = 0; c < 3; ++c) acc[c] += w * col[c * plane + at];
+                total += w;
+            }
+            float norm = total > 0.0f ? 1.0f / total : 0.0f;
+            for (int c = 0; c < 3; ++c) p[c] = acc[c] * norm;
+        }
+        int oy = d.flip_y ? out_h - 1 - y : y;
+        if (fuse_output) {
+            apply_color(d, p, 0, d.n_color, 0.0f, bound);
+            write_output(d, p, out, out_dtype, out_c, b * stride_n + oy * stride_y + ox * stride_x, stride_c);
+            continue;
+        }
+        float* dst = window + (long long)b * 3 * plane_out + (long long)oy * out_w + ox;
+        for (int c = 0; c < 3; ++c) dst[c * plane_out] = p[c];
+        if (d.contrast_step >= 0) {
+            apply_color(d, p, 0, d.contrast_step, 0.0f, bound);
+            luma_sum += (unsigned long long)(luma(p) * GPUAUG_FIXED_ONE + 0.5f);
+        }
     }
+    if (!fuse_output && d.contrast_step >= 0) atomicAdd(luma_sums + b, luma_sum);
 }
 
 // ---------------------------------------------------------------------------------

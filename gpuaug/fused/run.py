@@ -16,6 +16,7 @@ from . import descriptor as D
 from .plan import build_descriptors
 
 BLOCK = (32, 8)
+VPASS_ROWS = 8      # rows per thread in gpuaug_vpass (GPUAUG_VPASS_ROWS in fused.cu)
 #: Argument types of each kernel in kernels/fused.cu: p pointer, i int32, f float32,
 #: q int64. Both backends marshal arguments from this one table.
 KERNEL_SIGNATURES = {
@@ -100,7 +101,7 @@ def run_fused_segment(backend: Backend, ops: list, params: list, state: ImageSta
 
     max_rows = int(fused.table["box_h"].max())
     backend.launch("gpuaug_hpass", _grid(out_w, max_rows, batch), BLOCK, descs, scratch, out_w)
-    backend.launch("gpuaug_vpass", _grid(out_w, out_h, batch), BLOCK, descs, scratch, window, sums, out,
+    backend.launch("gpuaug_vpass", _grid(out_w, math.ceil(out_h / VPASS_ROWS), batch), BLOCK, descs, scratch, window, sums, out,
                    fused.bound, int(not needs_window), *out_args)
     if needs_window:
         backend.launch("gpuaug_color", _grid(out_w, out_h, batch), BLOCK, descs, window, sums, out,
