@@ -45,7 +45,19 @@ _CONVERTERS: dict[str, Callable[[Any], T.Transform]] = {
     "ToDtype": lambda op: T.ToDtype(op.dtype, op.scale),
     "ConvertImageDtype": lambda op: T.ToDtype(op.dtype, scale=True),
     "ToTensor": lambda op: T.ToDtype(torch.float32, scale=True),
+    "RandomRotation": lambda op: T.RandomRotation(tuple(op.degrees), op.interpolation, op.expand, op.center,
+                                                  _fill(op)),
+    "RandomAffine": lambda op: T.RandomAffine(tuple(op.degrees), op.translate, op.scale, op.shear,
+                                              op.interpolation, _fill(op), op.center),
+    "RandomPerspective": lambda op: T.RandomPerspective(op.distortion_scale, op.p, op.interpolation, _fill(op)),
+    "RandomZoomOut": lambda op: T.RandomZoomOut(_fill(op), tuple(op.side_range), op.p),
 }
+
+
+def _fill(op):
+    """The user's fill: v2 keeps it as ``fill``; v1 too (v2 also has a parsed ``_fill``)."""
+    fill = getattr(op, "fill", 0)
+    return 0 if fill is None else fill
 
 
 def _flatten(pipeline) -> list:

@@ -60,7 +60,10 @@ class _RawIterableDataset(IterableDataset):
         dataset = self.reader.dataset
         if getattr(dataset, "splits_itself", False):
             for position, item in enumerate(dataset):
-                yield self.reader.convert(item, _sample_identity(item, position))
+                raw = self.reader.convert(item, _sample_identity(item, position))
+                if raw.path is None and isinstance(item, dict) and "__url__" in item and "__key__" in item:
+                    raw.path = f"{item['__url__']}:{item['__key__']}"   # names the sample in errors
+                yield raw
             return
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
@@ -81,6 +84,8 @@ def _sample_identity(item, position: int) -> int:
         return position
     if isinstance(index, (tuple, list)):
         shard, pos = (int(v) for v in index)
+        if not (0 <= pos < 2**32 and 0 <= shard < 2**31):
+            raise ValueError(f"__index__ {tuple(index)} out of range: shard < 2**31, position < 2**32")
         return (shard << 32) | pos
     return int(index)
 
@@ -179,6 +184,11 @@ class DataLoader:
         self._reader = SampleReader(dataset, image_key)
         self._iterable = isinstance(dataset, IterableDataset)
         self.rank, self.world_size = distributed_world(rank, world_size)
+        if getattr(dataset, "splits_itself", False) and hasattr(dataset, "world") \
+                and tuple(dataset.world()) != (self.rank, self.world_size):
+            raise ValueError(f"{type(dataset).__name__} splits itself as rank/world {tuple(dataset.world())}, "
+                             f"but the loader was given {(self.rank, self.world_size)}: pass rank=/world_size= "
+                             "to the dataset")
         # Our own generator, reseeded per epoch, makes the shuffle order reproducible.
         self._own_generator = generator is None and sampler is None and batch_sampler is None
         if self._own_generator:

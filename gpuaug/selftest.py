@@ -48,8 +48,15 @@ def random_pipeline(rng: random.Random, dtype: torch.dtype) -> T.Compose:
         [T.RandomCrop(size, pad_if_needed=True, fill=rng.choice([0, 17]))],
         [T.CenterCrop(rng.choice([16, 300])), T.Resize(size if isinstance(size, tuple) else (size, size))],
     ])
-    ops = geometry + [T.RandomHorizontalFlip(rng.choice([0.0, 0.5, 1.0])),
-                      T.RandomVerticalFlip(rng.choice([0.0, 0.5, 1.0]))]
+    ops = geometry + [T.RandomHorizontalFlip(rng.choice([0.0, 0.5, 1.0]))]
+    if rng.random() < 0.4:
+        ops.append(rng.choice([
+            T.RandomRotation(rng.choice([10, 45]), interpolation=rng.choice(["nearest", "bilinear"]),
+                             fill=rng.choice([0, 60])),
+            T.RandomAffine(20, translate=(0.1, 0.2), scale=(0.8, 1.2), shear=10, interpolation="bilinear"),
+            T.RandomPerspective(0.5, p=0.7, fill=(10, 200, 30)),
+        ]))
+    ops.append(T.RandomVerticalFlip(rng.choice([0.0, 0.5, 1.0])))
     if rng.random() < 0.8:
         ops.append(T.ColorJitter(*(rng.choice([None, 0.4, (0.2, 1.8)]) for _ in range(3)),
                                  hue=rng.choice([None, 0.1, 0.5])))

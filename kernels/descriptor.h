@@ -19,6 +19,11 @@
 #define GPUAUG_SRC_U8 0
 #define GPUAUG_SRC_F32 1
 
+// Warp sampling modes.
+#define GPUAUG_WARP_NONE 0
+#define GPUAUG_WARP_BILINEAR 1
+#define GPUAUG_WARP_NEAREST 2
+
 // Output dtypes.
 #define GPUAUG_OUT_U8 0
 #define GPUAUG_OUT_F32 1
@@ -47,6 +52,16 @@ struct SampleDesc {
     int flip_x, flip_y;
     int antialias;
 
+    // -- warp (gpuaug.transforms._affine): after the resize and its flips ------------
+    // Output pixel (x, y) samples the resized window at (u/w, v/w), (u, v, w) =
+    // warp * (x, y, 1), in pixel coordinates (centres at integers); outside the window
+    // the coverage mask blends in warp_fill (torchvision's rule). Flips after the warp
+    // are folded into the matrix.
+    float warp[9];                            // row-major 3x3
+    int warp_mode;                            // GPUAUG_WARP_*
+    float warp_fill[3];
+    int warp_pad_;                            // keeps sizeof a multiple of 8
+
     // -- color (gpuaug.transforms._color), in this sample's order -----------------
     int n_color;                              // number of entries used in color_op
     int color_op[GPUAUG_MAX_COLOR_OPS];       // GPUAUG_BRIGHTNESS ...
@@ -58,7 +73,7 @@ struct SampleDesc {
     float fill[3];        // value of pixels outside the image, in the working range
     float mul[3];         // out = value * mul[c] + add[c]  (ToDtype scale and Normalize folded)
     float add[3];
-};  // 168 bytes: 2 x 8 + 38 x 4, a multiple of 8 with no padding
+};  // 224 bytes: 2 x 8 + 52 x 4, a multiple of 8 with no implicit padding
 
 // Batch-wide launch parameters (kernel arguments, not part of the table).
 //   out_h, out_w:  output size; out_c: 1 or 3 output channels

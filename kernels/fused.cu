@@ -4,6 +4,7 @@
 //   gpuaug_hpass   source (uint8/float, any size)  -> scratch [C, box_h, W] per sample
 //   gpuaug_vpass   scratch -> resized window [B, C, H, W] float, and per-sample
 //                  fixed-point sums of the luma that contrast needs
+//   gpuaug_warp    (only with RandomAffine/Rotation/Perspective) window -> warped window
 //   gpuaug_color   resized window -> color ops -> grayscale -> mul/add -> output
 //
 // When no sample of the batch needs contrast, gpuaug_vpass writes the output itself
@@ -252,8 +253,9 @@ struct OutSpec {
 };
 
 // ---------------------------------------------------------------------------------
-// Pass 2: vertical resample into the window; then either the contrast sums, or (when
-// no sample in the batch needs contrast, fuse_output=1) the color ops and the output.
+// Pass 2: vertical resample into the window; then, by `fuse_output`:
+//   0: write the window and the contrast sums; 1: color ops and the output (no sample
+//   of the batch needs contrast); 2: write the window only (a warp pass follows).
 // Each thread does GPUAUG_VPASS_ROWS rows of one column and adds its luma sum with one
 // atomic, so atomics stay rare (they contend on one address per sample).
 // grid (ceil(W / block.x), ceil(H / (block.y * GPUAUG_VPASS_ROWS)), B).
@@ -296,13 +298,89 @@ extern "C" __global__ void gpuaug_vpass(const SampleDesc* __restrict__ descs, co
             for (int c = 0; c < 3; ++c) p[c] = acc[c] * norm;
         }
         int oy = d.flip_y ? out_h - 1 - y : y;
-        if (fuse_output) {
+        if (fuse_output == 1) {
             apply_color(d, p, 0, d.n_color, 0.0f, bound);
             write_output(d, p, out, out_dtype, out_c, b * stride_n + oy * stride_y + ox * stride_x, stride_c);
             continue;
         }
         float* dst = window + (long long)b * 3 * plane_out + (long long)oy * out_w + ox;
         for (int c = 0; c < 3; ++c) dst[c * plane_out] = p[c];
+        if (fuse_output == 0 && d.contrast_step >= 0) {
+            apply_color(d, p, 0, d.contrast_step, 0.0f, bound);
+            luma_sum += (unsigned long long)(luma(p) * GPUAUG_FIXED_ONE + 0.5f);
+        }
+    }
+    if (fuse_output == 0 && d.contrast_step >= 0) atomicAdd(luma_sums + b, luma_sum);
+}
+
+// ---------------------------------------------------------------------------------
+// Pass 2b (only when the segment has a warp): sample the window through each sample's
+// projective map; then, like pass 2, either the contrast sums (fuse_output=0, into
+// `warped`) or the color ops and the output (fuse_output=1).
+// Reference: gpuaug.transforms._affine.warp_images (torch grid_sample, zeros outside,
+// coverage mask blended with the fill).
+// grid (ceil(W / block.x), ceil(H / (block.y * GPUAUG_VPASS_ROWS)), B).
+// ---------------------------------------------------------------------------------
+__device__ __forceinline__ void warp_sample(const SampleDesc& d, const float* img, int w, int h, int x, int y,
+                                            float* p) {
+    long long plane = (long long)h * w;
+    if (d.warp_mode == GPUAUG_WARP_NONE) {
+        for (int c = 0; c < 3; ++c) p[c] = img[c * plane + (long long)y * w + x];
+        return;
+    }
+    const float* m = d.warp;
+    float fx = (float)x, fy = (float)y;
+    float z = m[6] * fx + m[7] * fy + m[8];
+    float sx = (m[0] * fx + m[1] * fy + m[2]) / z;
+    float sy = (m[3] * fx + m[4] * fy + m[5]) / z;
+    if (d.warp_mode == GPUAUG_WARP_NEAREST) {
+        int ix = (int)rintf(sx), iy = (int)rintf(sy);   // grid_sample rounds half to even
+        bool inside = ix >= 0 && ix < w && iy >= 0 && iy < h;
+        for (int c = 0; c < 3; ++c) p[c] = inside ? img[c * plane + (long long)iy * w + ix] : d.warp_fill[c];
+        return;
+    }
+    float x0f = floorf(sx), y0f = floorf(sy);
+    int x0 = (int)x0f, y0 = (int)y0f;
+    float ax = sx - x0f, ay = sy - y0f;
+    float acc[3] = {0.0f, 0.0f, 0.0f};
+    float mask = 0.0f;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+        int cx = x0 + (k & 1), cy = y0 + (k >> 1);
+        if (cx < 0 || cx >= w || cy < 0 || cy >= h) continue;
+        float wgt = ((k & 1) ? ax : 1.0f - ax) * ((k >> 1) ? ay : 1.0f - ay);
+        const float* px = img + (long long)cy * w + cx;
+        for (int c = 0; c < 3; ++c) acc[c] += wgt * px[c * plane];
+        mask += wgt;
+    }
+    for (int c = 0; c < 3; ++c) p[c] = (acc[c] - d.warp_fill[c]) * mask + d.warp_fill[c];
+}
+
+extern "C" __global__ void gpuaug_warp(const SampleDesc* __restrict__ descs, const float* __restrict__ window,
+                                       float* __restrict__ warped, unsigned long long* __restrict__ luma_sums,
+                                       void* __restrict__ out, float bound, int fuse_output,
+                                       int out_h, int out_w, int out_c, int out_dtype,
+                                       long long stride_n, long long stride_c, long long stride_y,
+                                       long long stride_x) {
+    int b = blockIdx.z;
+    const SampleDesc& d = descs[b];
+    int x = blockIdx.x * blockDim.x + threadIdx.x;
+    int y_first = (blockIdx.y * blockDim.y + threadIdx.y) * GPUAUG_VPASS_ROWS;
+    if (x >= out_w || y_first >= out_h) return;
+    int y_last = y_first + GPUAUG_VPASS_ROWS < out_h ? y_first + GPUAUG_VPASS_ROWS : out_h;
+    long long plane = (long long)out_h * out_w;
+    const float* img = window + (long long)b * 3 * plane;
+    unsigned long long luma_sum = 0;
+    for (int y = y_first; y < y_last; ++y) {
+        float p[3];
+        warp_sample(d, img, out_w, out_h, x, y, p);
+        if (fuse_output) {
+            apply_color(d, p, 0, d.n_color, 0.0f, bound);
+            write_output(d, p, out, out_dtype, out_c, b * stride_n + y * stride_y + x * stride_x, stride_c);
+            continue;
+        }
+        float* dst = warped + (long long)b * 3 * plane + (long long)y * out_w + x;
+        for (int c = 0; c < 3; ++c) dst[c * plane] = p[c];
         if (d.contrast_step >= 0) {
             apply_color(d, p, 0, d.contrast_step, 0.0f, bound);
             luma_sum += (unsigned long long)(luma(p) * GPUAUG_FIXED_ONE + 0.5f);

@@ -26,6 +26,15 @@ void gpuaug_emu_vpass(unsigned int gx, unsigned int gy, unsigned int gz, unsigne
                                        out_c, out_dtype, stride_n, stride_c, stride_y, stride_x));
 }
 
+void gpuaug_emu_warp(unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,
+                     const SampleDesc* descs, const float* window, float* warped, unsigned long long* luma_sums,
+                     void* out, float bound, int fuse_output, int out_h, int out_w, int out_c, int out_dtype,
+                     long long stride_n, long long stride_c, long long stride_y, long long stride_x) {
+    GPUAUG_EMULATE_LAUNCH((dim3{gx, gy, gz}), (dim3{bx, by, 1}),
+                          gpuaug_warp(descs, window, warped, luma_sums, out, bound, fuse_output, out_h, out_w,
+                                      out_c, out_dtype, stride_n, stride_c, stride_y, stride_x));
+}
+
 void gpuaug_emu_color(unsigned int gx, unsigned int gy, unsigned int gz, unsigned int bx, unsigned int by,
                       const SampleDesc* descs, const float* window, const unsigned long long* luma_sums,
                       void* out, float bound, int out_h, int out_w, int out_c, int out_dtype,
@@ -45,7 +54,9 @@ int gpuaug_descriptor_layout(long long* out, int capacity) {
         offsetof(SampleDesc, box_top), offsetof(SampleDesc, box_left), offsetof(SampleDesc, box_h),
         offsetof(SampleDesc, box_w), offsetof(SampleDesc, resized_h), offsetof(SampleDesc, resized_w),
         offsetof(SampleDesc, win_top), offsetof(SampleDesc, win_left), offsetof(SampleDesc, flip_x),
-        offsetof(SampleDesc, flip_y), offsetof(SampleDesc, antialias), offsetof(SampleDesc, n_color),
+        offsetof(SampleDesc, flip_y), offsetof(SampleDesc, antialias), offsetof(SampleDesc, warp),
+        offsetof(SampleDesc, warp_mode), offsetof(SampleDesc, warp_fill), offsetof(SampleDesc, warp_pad_),
+        offsetof(SampleDesc, n_color),
         offsetof(SampleDesc, color_op), offsetof(SampleDesc, color_factor), offsetof(SampleDesc, contrast_step),
         offsetof(SampleDesc, grayscale), offsetof(SampleDesc, fill), offsetof(SampleDesc, mul),
         offsetof(SampleDesc, add),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from .._paths import kernels_dir
 from .host import kernel_sources_hash
 
-KERNELS = ("gpuaug_hpass", "gpuaug_vpass", "gpuaug_color")
+KERNELS = ("gpuaug_hpass", "gpuaug_vpass", "gpuaug_warp", "gpuaug_color")
 OPTIONS = ("-std=c++17",)
 
 

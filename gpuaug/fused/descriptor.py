@@ -13,6 +13,7 @@ MAX_COLOR_OPS = 4
 BRIGHTNESS, CONTRAST, SATURATION, HUE = range(4)
 SRC_U8, SRC_F32 = 0, 1
 OUT_U8, OUT_F32, OUT_F16, OUT_BF16 = range(4)
+WARP_NONE, WARP_BILINEAR, WARP_NEAREST = range(3)
 
 DESCRIPTOR_DTYPE = np.dtype([
     ("src", np.uint64),
@@ -25,6 +26,10 @@ DESCRIPTOR_DTYPE = np.dtype([
     ("win_top", np.int32), ("win_left", np.int32),
     ("flip_x", np.int32), ("flip_y", np.int32),
     ("antialias", np.int32),
+    ("warp", np.float32, (9,)),
+    ("warp_mode", np.int32),
+    ("warp_fill", np.float32, (3,)),
+    ("warp_pad_", np.int32),
     ("n_color", np.int32),
     ("color_op", np.int32, (MAX_COLOR_OPS,)),
     ("color_factor", np.float32, (MAX_COLOR_OPS,)),

@@ -2,7 +2,9 @@
 
 A fused segment is a run of consecutive ops that fits the kernel's structure::
 
-    [crops / flips]  [one resize]  [crops / flips]  [ColorJitter]  [grayscale]  [ToDtype]  [Normalize]
+    [crops / flips] [one resize] [crops / flips] [one warp] [flips] [ColorJitter] [grayscale] [ToDtype] [Normalize]
+
+(crops include RandomZoomOut; a warp is RandomAffine, RandomRotation or RandomPerspective)
 
 (``ToDtype`` to a float dtype may sit anywhere before ``Normalize``). Anything else
 (another resize, nearest/bicubic interpolation, reflect padding, a non-gpuaug op...)
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..transforms import _color, _dtype, _geometry
+from ..transforms import _affine, _color, _dtype, _geometry
 from ..transforms._base import Transform
 from . import descriptor as D
 
@@ -35,8 +37,10 @@ def _kind(op: Transform) -> str | None:
         return "resize" if op.mode == "bilinear" else None
     if isinstance(op, _geometry.RandomCrop):
         return "crop" if op.padding_mode == "constant" else None
-    if isinstance(op, _geometry.CenterCrop):
+    if isinstance(op, (_geometry.CenterCrop, _affine.RandomZoomOut)):
         return "crop"
+    if isinstance(op, (_affine.RandomAffine, _affine.RandomPerspective)):
+        return "warp"
     if isinstance(op, (_geometry.RandomHorizontalFlip, _geometry.RandomVerticalFlip)):
         return "flip"
     if isinstance(op, _color.ColorJitter):
@@ -51,7 +55,7 @@ def _kind(op: Transform) -> str | None:
 
 
 # Order of the stages inside a segment; an op may not go back to an earlier stage.
-_STAGE = {"crop": 0, "flip": 0, "crop+resize": 1, "resize": 1, "color": 2, "gray": 3, "normalize": 4}
+_STAGE = {"crop": 0, "flip": 0, "crop+resize": 1, "resize": 1, "warp": 2, "color": 3, "gray": 4, "normalize": 5}
 
 
 @dataclass
@@ -64,7 +68,7 @@ class Segment:
 
     def describe(self) -> str:
         names = ", ".join(type(op).__name__ for op in self.ops)
-        how = "fused (2-3 kernel launches)" if self.fused else "reference (torch ops)"
+        how = "fused (2-4 kernel launches)" if self.fused else "reference (torch ops)"
         return f"ops {self.start}..{self.start + len(self.ops) - 1} {how}: {names}"
 
 
@@ -85,10 +89,14 @@ def plan_segments(ops: list[Transform]) -> list[Segment]:
         if fits:
             if kind == "dtype":
                 fits = stage < _STAGE["normalize"]
-            elif kind in ("crop", "flip"):
+            elif kind == "crop":
                 fits = stage <= 1
+            elif kind == "flip":
+                fits = stage <= 2          # before or after the warp: both fold into the maps
             elif kind in ("crop+resize", "resize"):
                 fits = stage <= 0 and not resized
+            elif kind == "warp":
+                fits = stage <= 1          # one warp per segment, after the crops and the resize
             else:
                 fits = _STAGE[kind] > stage
         if not fits:
@@ -113,6 +121,7 @@ class FusedBatch:
     dtype: torch.dtype              # logical dtype after the segment
     scratch_floats: int             # size of the horizontal-pass scratch
     needs_contrast: bool
+    has_warp: bool = False
 
 
 class _Geometry:
@@ -130,6 +139,19 @@ class _Geometry:
         self.size = [heights.clone(), widths.clone()]
         self.flip = [torch.zeros_like(heights, dtype=torch.bool), torch.zeros_like(heights, dtype=torch.bool)]
         self.has_resize = False
+        self.warp: torch.Tensor | None = None      # [B, 3, 3] once a warp op came
+
+    def flip_axis(self, axis: int, apply: torch.Tensor) -> None:
+        if self.warp is None:
+            self.flip[axis] = self.flip[axis] ^ apply
+            return
+        # After the warp, a flip only reorders the output pixels: x -> W-1-x composed
+        # on the right of the warp's output-to-input map.
+        mirror = torch.eye(3, dtype=torch.float64).repeat(len(apply), 1, 1)
+        extent = (self.size[1] if axis == 1 else self.size[0]).double() - 1
+        mirror[:, 1 - axis, 1 - axis] = -1.0
+        mirror[:, 1 - axis, 2] = extent
+        self.warp = torch.where(apply.reshape(-1, 1, 1), self.warp @ mirror, self.warp)
 
     def crop(self, top, left, h, w):
         # A crop of the (possibly mirrored) current image is, in window coordinates,
@@ -183,13 +205,17 @@ def build_descriptors(ops: list[Transform], params: list, images: list[torch.Ten
         elif isinstance(op, _geometry.Resize):
             geo.resize(p.height.cpu(), p.width.cpu())
             antialias = int(op.antialias)
-        elif isinstance(op, (_geometry.CenterCrop, _geometry.RandomCrop)):
+        elif isinstance(op, (_geometry.CenterCrop, _geometry.RandomCrop, _affine.RandomZoomOut)):
             geo.crop(p.top.cpu(), p.left.cpu(), p.height.cpu(), p.width.cpu())
-            if isinstance(op, _geometry.RandomCrop):
+            if isinstance(op, (_geometry.RandomCrop, _affine.RandomZoomOut)):
                 fill[:] = np.broadcast_to(np.asarray(op.fill, np.float32), (3,)) / scale
         elif isinstance(op, (_geometry.RandomHorizontalFlip, _geometry.RandomVerticalFlip)):
             axis = 1 if isinstance(op, _geometry.RandomHorizontalFlip) else 0
-            geo.flip[axis] = geo.flip[axis] ^ p.apply.cpu()
+            geo.flip_axis(axis, p.apply.cpu())
+        elif isinstance(op, (_affine.RandomAffine, _affine.RandomPerspective)):
+            geo.warp = p.matrix.cpu().double()
+            table["warp_mode"] = D.WARP_NEAREST if op.mode == "nearest" else D.WARP_BILINEAR
+            table["warp_fill"] = np.asarray(op.warp.fill_values(3), np.float32) / scale
         elif isinstance(op, _color.ColorJitter):
             _pack_color(table, p)
             color_bound = (255.0 if logical == torch.uint8 else 1.0) / scale
@@ -219,6 +245,8 @@ def build_descriptors(ops: list[Transform], params: list, images: list[torch.Ten
     table["win_top"], table["win_left"] = (t.numpy() for t in geo.win)
     table["flip_y"], table["flip_x"] = (t.numpy().astype(np.int32) for t in geo.flip)
     table["antialias"] = antialias
+    if geo.warp is not None:
+        table["warp"] = geo.warp.reshape(n, 9).numpy().astype(np.float32)
     table["fill"] = fill
     for c in range(3):
         table["mul"][:, c] = scale / std[c]
@@ -228,7 +256,8 @@ def build_descriptors(ops: list[Transform], params: list, images: list[torch.Ten
     return FusedBatch(table=table, out_h=int(out_h[0]) if n else 0, out_w=int(out_w[0]) if n else 0,
                       out_c=out_c, bound=float(color_bound), dtype=logical,
                       scratch_floats=int(scratch_rows.sum()) if n else 0,
-                      needs_contrast=bool((table["contrast_step"] >= 0).any()))
+                      needs_contrast=bool((table["contrast_step"] >= 0).any()),
+                      has_warp=geo.warp is not None)
 
 
 def _pack_color(table: np.ndarray, p: _color.ColorJitterParams) -> None:

@@ -22,6 +22,7 @@ VPASS_ROWS = 8      # rows per thread in gpuaug_vpass (GPUAUG_VPASS_ROWS in fuse
 KERNEL_SIGNATURES = {
     "gpuaug_hpass": "ppi",
     "gpuaug_vpass": "pppppfiiiiiqqqq",
+    "gpuaug_warp": "pppppfiiiiiqqqq",
     "gpuaug_color": "ppppfiiiiqqqq",
 }
 _OUT_CODES = {torch.uint8: D.OUT_U8, torch.float32: D.OUT_F32, torch.float16: D.OUT_F16,
@@ -93,17 +94,27 @@ def run_fused_segment(backend: Backend, ops: list, params: list, state: ImageSta
         host_table = host_table.pin_memory()
     descs = host_table.to(device, non_blocking=True)     # the one upload of the batch's parameters
     scratch = torch.empty(max(fused.scratch_floats, 1), dtype=torch.float32, device=device)
-    needs_window = fused.needs_contrast
+    needs_window = fused.needs_contrast or fused.has_warp
     window = torch.empty((batch, 3, out_h, out_w) if needs_window else (1,), dtype=torch.float32, device=device)
-    sums = torch.zeros(batch if needs_window else 1, dtype=torch.int64, device=device)
+    warped = torch.empty((batch, 3, out_h, out_w) if fused.has_warp and fused.needs_contrast else (1,),
+                         dtype=torch.float32, device=device)
+    sums = torch.zeros(batch if fused.needs_contrast else 1, dtype=torch.int64, device=device)
     strides = out.stride()
     out_args = (out_h, out_w, out_c, _OUT_CODES[out_dtype], *strides)
+    rows_grid = _grid(out_w, math.ceil(out_h / VPASS_ROWS), batch)
 
     max_rows = int(fused.table["box_h"].max())
     backend.launch("gpuaug_hpass", _grid(out_w, max_rows, batch), BLOCK, descs, scratch, out_w)
-    backend.launch("gpuaug_vpass", _grid(out_w, math.ceil(out_h / VPASS_ROWS), batch), BLOCK, descs, scratch, window, sums, out,
-                   fused.bound, int(not needs_window), *out_args)
-    if needs_window:
-        backend.launch("gpuaug_color", _grid(out_w, out_h, batch), BLOCK, descs, window, sums, out,
+    # vpass: 1 = straight to the output; 0 = window + contrast sums; 2 = window for the warp.
+    vpass_mode = 2 if fused.has_warp else (0 if fused.needs_contrast else 1)
+    backend.launch("gpuaug_vpass", rows_grid, BLOCK, descs, scratch, window, sums, out, fused.bound,
+                   vpass_mode, *out_args)
+    color_input = window
+    if fused.has_warp:
+        backend.launch("gpuaug_warp", rows_grid, BLOCK, descs, window, warped, sums, out, fused.bound,
+                       int(not fused.needs_contrast), *out_args)
+        color_input = warped
+    if fused.needs_contrast:
+        backend.launch("gpuaug_color", _grid(out_w, out_h, batch), BLOCK, descs, color_input, sums, out,
                        fused.bound, *out_args)
     return ImageState(out, fused.dtype)

@@ -13,6 +13,7 @@ Example:
     >>> pipe([torch.zeros(3, 20, 30, dtype=torch.uint8), torch.zeros(3, 9, 9, dtype=torch.uint8)], seed=0)[1].shape
     torch.Size([3, 8, 8])
 """
+from ._affine import RandomAffine, RandomPerspective, RandomRotation, RandomZoomOut, WarpParams
 from ._base import Compose, ImageState, ParamContext, PipelineParams, Transform
 from ._color import ColorJitter, ColorJitterParams, Grayscale, GrayscaleParams, RandomGrayscale
 from ._dtype import Normalize, ToDtype
@@ -24,4 +25,5 @@ __all__ = [
     "RandomResizedCrop", "Resize", "CenterCrop", "RandomCrop", "RandomHorizontalFlip", "RandomVerticalFlip",
     "ColorJitter", "Grayscale", "RandomGrayscale", "Normalize", "ToDtype",
     "CropParams", "FlipParams", "SizeParams", "ColorJitterParams", "GrayscaleParams",
+    "RandomAffine", "RandomRotation", "RandomPerspective", "RandomZoomOut", "WarpParams",
 ]
