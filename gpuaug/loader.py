@@ -366,7 +366,7 @@ class DataLoader:
         images, failed = self._stage.decode(raw)
         if failed:
             raise BadSampleError(BadSample(index, raw.paths[0], failed[0]))
-        return self._stage.augment(images, raw.indices, epoch)[0]
+        return self._stage.augment(images, raw.indices, epoch)[0][0]
 
     def close(self) -> None:
         """Stop prefetching, shut workers down and release the decoder threads."""

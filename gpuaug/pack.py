@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import default_collate
 
 from .errors import HeaderError
 from .headers import FORMATS, ImageInfo, read_header
 from .sources import Layout, RawSample
+from .targets import collate_targets
 
 #: Refuse images above this many pixels from the header, before decoding (2x PIL's
 #: decompression-bomb warning threshold, the size at which PIL itself refuses).
@@ -150,7 +150,8 @@ def _info_row(info: ImageInfo | None) -> list[int]:
 
 
 def collate_rest(samples: list[RawSample]) -> Any:
-    """``default_collate`` of every sample's non-image fields (None if there are none)."""
+    """``default_collate`` of every sample's non-image fields (None if there are none);
+    boxes and masks stay per-sample lists (:mod:`gpuaug.targets`)."""
     if not samples or samples[0].rest is None:
         return None
-    return default_collate([s.rest for s in samples])
+    return collate_targets([s.rest for s in samples])

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch.utils.data import default_collate
 
 from .collate import gather_rows
 from .batch_decode import BatchDecoder
@@ -23,6 +22,7 @@ from .errors import BadSample, BadSampleError, DecodeError
 from .pack import BAD, FORMAT, RAW, RawBatch, inspect_sample
 from .rng import SampleKeys
 from .sources import Layout, RawSample
+from .targets import collate_targets, has_spatial_targets, transform_targets
 from .timeline import DISABLED
 from .transforms import Compose
 
@@ -139,7 +139,7 @@ class DeviceStage:
             extra_rests.append(rest)
         targets = raw.targets
         if targets is not None:
-            targets = gather_rows(targets, raw.example_rest, rows, default_collate(extra_rests))
+            targets = gather_rows(targets, raw.example_rest, rows, collate_targets(extra_rests))
         return images, raw.indices, targets, bad
 
     def _replacement(self, index: int, epoch: int, raw: RawBatch, images, good: list[int], bad):
@@ -182,7 +182,7 @@ class DeviceStage:
                                           batch=batch)
         if isinstance(out, torch.Tensor) and self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
-        return out
+        return out, params
 
     def __call__(self, raw: RawBatch, epoch: int, batch: int = 0) -> StageResult:
         timeline = self.timeline
@@ -190,7 +190,10 @@ class DeviceStage:
         with timeline.span("decode", batch):
             images, failed = self.decode(raw)
             images, indices, targets, bad = self.resolve_bad(raw, images, failed, epoch)
-        out = self.augment(images, indices, epoch, batch)
+        out, params = self.augment(images, indices, epoch, batch)
+        if targets is not None and has_spatial_targets(raw.example_rest):
+            # Masks and boxes follow the images through every geometric op.
+            targets = transform_targets(targets, self.transform.point_maps(params))
         targets = _map_tensors(targets, self.decoder.upload)   # non_blocking on CUDA
         return StageResult(rebuild(raw.layout, out, targets), indices, bad)
 

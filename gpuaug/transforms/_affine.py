@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from ._base import ImageState, ParamContext, Transform
-from ._geometry import CropParams, _crop_each, interpolation_mode
+from ._geometry import CropParams, _crop_each, crop_points, interpolation_mode
 
 _WARP_MODES = ("nearest", "bilinear")
 
@@ -109,6 +109,16 @@ class _Warp(Transform):
         fill = self.fill if isinstance(self.fill, Sequence) else [self.fill]
         fill = [float(v) for v in fill]
         return fill * channels if len(fill) == 1 else fill
+
+    @staticmethod
+    def forward_matrix(params: WarpParams, sizes) -> torch.Tensor:
+        """The inverse of the sampling map, moved from pixel indices to edge coordinates."""
+        n = params.matrix.shape[0]
+        half = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+        half[:, :2, 2] = 0.5
+        unhalf = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
+        unhalf[:, :2, 2] = -0.5
+        return torch.linalg.inv(half @ params.matrix.cpu().double() @ unhalf)
 
     def apply(self, state, params: WarpParams):
         x = state.dense()
@@ -210,6 +220,9 @@ class RandomAffine(Transform):
         to_centre, from_centre = _pixel_frame(h, w)
         return WarpParams(from_centre @ centred @ to_centre)
 
+    def forward_matrix(self, params, sizes):
+        return self.warp.forward_matrix(params, sizes)
+
     def apply(self, state, params):
         return self.warp.apply(state, params)
 
@@ -304,6 +317,9 @@ class RandomPerspective(Transform):
         apply = u[:, 8] < self.p
         return WarpParams(torch.where(apply.reshape(-1, 1, 1), matrix, identity))
 
+    def forward_matrix(self, params, sizes):
+        return self.warp.forward_matrix(params, sizes)
+
     def apply(self, state, params):
         return self.warp.apply(state, params)
 
@@ -370,6 +386,9 @@ class RandomZoomOut(Transform):
 
     def output_sizes(self, sizes, params):
         return torch.stack([params.height, params.width], 1).to(sizes.device)
+
+    def forward_matrix(self, params, sizes):
+        return crop_points(params)
 
     def apply(self, state, params):
         return _crop_each(state, params, fill=self.fill)

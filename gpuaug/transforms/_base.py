@@ -130,6 +130,14 @@ class Transform:
     def output_sizes(self, sizes: torch.Tensor, params: Any) -> torch.Tensor:
         return sizes
 
+    def forward_matrix(self, params: Any, sizes: torch.Tensor) -> torch.Tensor | None:
+        """``[B, 3, 3]`` map of points from this op's input to its output (None: unchanged).
+
+        In edge coordinates (the image spans ``[0, W] x [0, H]``), the convention of
+        bounding boxes; masks and boxes follow the images through it.
+        """
+        return None
+
     def apply(self, state: ImageState, params: Any) -> ImageState:
         raise NotImplementedError
 
@@ -152,6 +160,7 @@ class PipelineParams:
     input_sizes: torch.Tensor                       # [B, 2] sizes before the first op
     per_op: list[Any] = field(default_factory=list)  # params of each flattened op, in order
     output_sizes: torch.Tensor | None = None        # [B, 2] sizes after the last op
+    op_input_sizes: list[torch.Tensor] = field(default_factory=list)   # [B, 2] at each op's input
 
     def select(self, rows: torch.Tensor) -> "PipelineParams":
         """The parameters of a subset of the batch (for dropping bad samples)."""
@@ -161,6 +170,7 @@ class PipelineParams:
             input_sizes=self.input_sizes[rows],
             per_op=[select_params(p, rows) for p in self.per_op],
             output_sizes=None if self.output_sizes is None else self.output_sizes[rows],
+            op_input_sizes=[s[rows] for s in self.op_input_sizes],
         )
 
 
@@ -223,10 +233,25 @@ class Compose(Transform):
         for position, t in enumerate(self.transforms):
             params = t.make_params(ParamContext(keys, position, sizes, channels))
             result.per_op.append(params)
+            result.op_input_sizes.append(sizes)
             sizes = t.output_sizes(sizes, params)
             channels = t.output_channels(channels)
         result.output_sizes = sizes
         return result
+
+    def point_maps(self, params: PipelineParams) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each geometric op's ``([B, 3, 3] point map, [B, 2] output size)``, in order.
+
+        Targets go through them one op at a time, clipped to every op's canvas as
+        torchvision clamps boxes after every op.
+        """
+        steps = []
+        for k, (t, p, sizes) in enumerate(zip(self.transforms, params.per_op, params.op_input_sizes)):
+            m = t.forward_matrix(p, sizes.cpu())
+            if m is not None:
+                after = params.op_input_sizes[k + 1] if k + 1 < len(params.op_input_sizes) else params.output_sizes
+                steps.append((m.double(), after.cpu()))
+        return steps
 
     # -- reference execution ----------------------------------------------------------
     def apply_params(self, images: Images, params: PipelineParams, stack: bool | None = None,

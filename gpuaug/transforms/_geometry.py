@@ -109,6 +109,21 @@ class CropParams:
     width: torch.Tensor   # [B] int64
 
 
+def affine_points(scale_x, scale_y, shift_x, shift_y) -> torch.Tensor:
+    """``[B, 3, 3]`` map ``(x, y) -> (scale_x * x + shift_x, scale_y * y + shift_y)``."""
+    scale_x = torch.as_tensor(scale_x, dtype=torch.float64)
+    m = torch.zeros(scale_x.shape[0], 3, 3, dtype=torch.float64)
+    m[:, 0, 0], m[:, 1, 1], m[:, 2, 2] = scale_x, torch.as_tensor(scale_y, dtype=torch.float64), 1.0
+    m[:, 0, 2], m[:, 1, 2] = torch.as_tensor(shift_x, dtype=torch.float64), torch.as_tensor(shift_y, dtype=torch.float64)
+    return m
+
+
+def crop_points(params: CropParams) -> torch.Tensor:
+    """Points move by minus the window's corner."""
+    ones = torch.ones_like(params.top, dtype=torch.float64).cpu()
+    return affine_points(ones, ones, -params.left.cpu().double(), -params.top.cpu().double())
+
+
 def _crop_sizes(params: CropParams) -> torch.Tensor:
     return torch.stack([params.height, params.width], dim=1)
 
@@ -211,6 +226,11 @@ class RandomResizedCrop(Transform):
     def output_sizes(self, sizes, params):
         return torch.tensor(self.size, dtype=torch.int64, device=sizes.device).expand(len(sizes), 2)
 
+    def forward_matrix(self, params, sizes):
+        h, w = self.size
+        scale = affine_points(w / params.width.cpu().double(), h / params.height.cpu().double(), 0.0, 0.0)
+        return scale @ crop_points(params)
+
     def apply(self, state, params):
         return _crop_each(state, params, out_size=self.size, mode=self.mode, antialias=self.antialias)
 
@@ -283,6 +303,10 @@ class Resize(Transform):
     def output_sizes(self, sizes, params):
         return torch.stack([params.height, params.width], 1)
 
+    def forward_matrix(self, params, sizes):
+        return affine_points(params.width.cpu().double() / sizes[:, 1].double(),
+                             params.height.cpu().double() / sizes[:, 0].double(), 0.0, 0.0)
+
     def apply(self, state, params):
         dense = state.images if isinstance(state.images, torch.Tensor) else None
         targets = torch.stack([params.height, params.width], 1).tolist()
@@ -331,6 +355,9 @@ class CenterCrop(Transform):
 
     def output_sizes(self, sizes, params):
         return _crop_sizes(params)
+
+    def forward_matrix(self, params, sizes):
+        return crop_points(params)
 
     def apply(self, state, params):
         return _crop_each(state, params)
@@ -399,6 +426,9 @@ class RandomCrop(Transform):
     def output_sizes(self, sizes, params):
         return _crop_sizes(params)
 
+    def forward_matrix(self, params, sizes):
+        return crop_points(params)
+
     def apply(self, state, params):
         return _crop_each(state, params, fill=self.fill, padding_mode=self.padding_mode)
 
@@ -440,6 +470,16 @@ class _RandomFlip(Transform):
     def make_params(self, ctx: ParamContext) -> FlipParams:
         # u in [0, 1): p=0 never flips, p=1 always does.
         return FlipParams(apply=ctx.uniform(1)[:, 0] < self.p)
+
+    def forward_matrix(self, params, sizes):
+        flip = params.apply.cpu()
+        extent = sizes[:, 1 if self.dim == -1 else 0].double()
+        sign = torch.where(flip, -1.0, 1.0).double()
+        shift = torch.where(flip, extent, torch.zeros_like(extent))
+        ones, zeros = torch.ones_like(extent), torch.zeros_like(extent)
+        if self.dim == -1:
+            return affine_points(sign, ones, shift, zeros)
+        return affine_points(ones, sign, zeros, shift)
 
     def apply(self, state, params):
         rows = rows_where(params.apply).tolist()
