@@ -27,7 +27,15 @@ def test_torchrun_two_ranks_shard_like_distributed_sampler(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            str(Path(__file__).parent / "helpers" / "ddp_run.py"), str(root), str(tmp_path)]
-    subprocess.run(cmd, check=True, env=env, timeout=240, capture_output=True)
+    # A session of its own, so a hang is cleaned up with every rank it started.
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, output.decode()[-3000:]
     ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2] and ranks[0]["len"] == ranks[1]["len"] == 3
     single = gpuaug.DataLoader(torchvision.datasets.ImageFolder(str(root)), batch_size=2, seed=7, device="cpu",
