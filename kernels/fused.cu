@@ -252,6 +252,25 @@ struct OutSpec {
     long long stride_n, stride_c, stride_y, stride_x;
 };
 
+// The end of a pixel in passes 2 and 2b: with fuse_output == 1, color ops and the output;
+// otherwise into `buffer` (``[3, H, W]`` of this sample) for a later pass, returning, when
+// this pass accumulates the contrast sums (fuse_output == 0), the pixel's pre-contrast
+// luma in fixed point.
+__device__ __forceinline__ unsigned long long finish_pixel(const SampleDesc& d, float* p, int fuse_output,
+                                                           float bound, float* buffer, long long plane,
+                                                           long long at, void* out, int out_dtype, int out_c,
+                                                           long long out_at, long long stride_c) {
+    if (fuse_output == 1) {
+        apply_color(d, p, 0, d.n_color, 0.0f, bound);
+        write_output(d, p, out, out_dtype, out_c, out_at, stride_c);
+        return 0;
+    }
+    for (int c = 0; c < 3; ++c) buffer[c * plane + at] = p[c];
+    if (fuse_output != 0 || d.contrast_step < 0) return 0;
+    apply_color(d, p, 0, d.contrast_step, 0.0f, bound);
+    return (unsigned long long)(luma(p) * GPUAUG_FIXED_ONE + 0.5f);
+}
+
 // ---------------------------------------------------------------------------------
 // Pass 2: vertical resample into the window; then, by `fuse_output`:
 //   0: write the window and the contrast sums; 1: color ops and the output (no sample
@@ -298,19 +317,11 @@ extern "C" __global__ void gpuaug_vpass(const SampleDesc* __restrict__ descs, co
             for (int c = 0; c < 3; ++c) p[c] = acc[c] * norm;
         }
         int oy = d.flip_y ? out_h - 1 - y : y;
-        if (fuse_output == 1) {
-            apply_color(d, p, 0, d.n_color, 0.0f, bound);
-            write_output(d, p, out, out_dtype, out_c, b * stride_n + oy * stride_y + ox * stride_x, stride_c);
-            continue;
-        }
-        float* dst = window + (long long)b * 3 * plane_out + (long long)oy * out_w + ox;
-        for (int c = 0; c < 3; ++c) dst[c * plane_out] = p[c];
-        if (fuse_output == 0 && d.contrast_step >= 0) {
-            apply_color(d, p, 0, d.contrast_step, 0.0f, bound);
-            luma_sum += (unsigned long long)(luma(p) * GPUAUG_FIXED_ONE + 0.5f);
-        }
+        luma_sum += finish_pixel(d, p, fuse_output, bound, window + (long long)b * 3 * plane_out, plane_out,
+                                 (long long)oy * out_w + ox, out, out_dtype, out_c,
+                                 b * stride_n + oy * stride_y + ox * stride_x, stride_c);
     }
-    if (fuse_output == 0 && d.contrast_step >= 0) atomicAdd(luma_sums + b, luma_sum);
+    if (luma_sum != 0) atomicAdd(luma_sums + b, luma_sum);
 }
 
 // ---------------------------------------------------------------------------------
@@ -374,19 +385,11 @@ extern "C" __global__ void gpuaug_warp(const SampleDesc* __restrict__ descs, con
     for (int y = y_first; y < y_last; ++y) {
         float p[3];
         warp_sample(d, img, out_w, out_h, x, y, p);
-        if (fuse_output) {
-            apply_color(d, p, 0, d.n_color, 0.0f, bound);
-            write_output(d, p, out, out_dtype, out_c, b * stride_n + y * stride_y + x * stride_x, stride_c);
-            continue;
-        }
-        float* dst = warped + (long long)b * 3 * plane + (long long)y * out_w + x;
-        for (int c = 0; c < 3; ++c) dst[c * plane] = p[c];
-        if (d.contrast_step >= 0) {
-            apply_color(d, p, 0, d.contrast_step, 0.0f, bound);
-            luma_sum += (unsigned long long)(luma(p) * GPUAUG_FIXED_ONE + 0.5f);
-        }
+        luma_sum += finish_pixel(d, p, fuse_output, bound, warped + (long long)b * 3 * plane, plane,
+                                 (long long)y * out_w + x, out, out_dtype, out_c,
+                                 b * stride_n + y * stride_y + x * stride_x, stride_c);
     }
-    if (!fuse_output && d.contrast_step >= 0) atomicAdd(luma_sums + b, luma_sum);
+    if (luma_sum != 0) atomicAdd(luma_sums + b, luma_sum);
 }
 
 // ---------------------------------------------------------------------------------

@@ -215,7 +215,7 @@ def build_descriptors(ops: list[Transform], params: list, images: list[torch.Ten
         elif isinstance(op, (_affine.RandomAffine, _affine.RandomPerspective)):
             geo.warp = p.matrix.cpu().double()
             table["warp_mode"] = D.WARP_NEAREST if op.mode == "nearest" else D.WARP_BILINEAR
-            table["warp_fill"] = np.asarray(op.warp.fill_values(3), np.float32) / scale
+            table["warp_fill"] = np.asarray(op.fill_values(3), np.float32) / scale
         elif isinstance(op, _color.ColorJitter):
             _pack_color(table, p)
             color_bound = (255.0 if logical == torch.uint8 else 1.0) / scale

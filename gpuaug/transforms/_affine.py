@@ -92,7 +92,7 @@ def warp_images(x: torch.Tensor, matrix: torch.Tensor, mode: str, fill) -> torch
 
 
 class _Warp(Transform):
-    """Shared apply of the warp ops: the matrices of ``make_params`` on a dense batch."""
+    """Base of the warp ops: interpolation, fill, and applying the matrices of ``make_params``."""
 
     def __init__(self, interpolation, fill):
         mode = interpolation_mode(interpolation)
@@ -110,8 +110,7 @@ class _Warp(Transform):
         fill = [float(v) for v in fill]
         return fill * channels if len(fill) == 1 else fill
 
-    @staticmethod
-    def forward_matrix(params: WarpParams, sizes) -> torch.Tensor:
+    def forward_matrix(self, params: WarpParams, sizes) -> torch.Tensor:
         """The inverse of the sampling map, moved from pixel indices to edge coordinates."""
         n = params.matrix.shape[0]
         half = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
@@ -149,7 +148,7 @@ def _centre(center, height, width):
     return float(center[0]) - width.double() * 0.5, float(center[1]) - height.double() * 0.5
 
 
-class RandomAffine(Transform):
+class RandomAffine(_Warp):
     """Random rotation, translation, scale and shear per sample (torchvision v2 semantics).
 
     Args:
@@ -171,7 +170,7 @@ class RandomAffine(Transform):
 
     def __init__(self, degrees, translate=None, scale=None, shear=None, interpolation="nearest", fill=0,
                  center=None):
-        self.warp = _Warp(interpolation, fill)
+        super().__init__(interpolation, fill)
         self.degrees = _range(degrees, "degrees")
         self.translate = None if translate is None else tuple(float(t) for t in translate)
         if self.translate is not None and not all(0.0 <= t <= 1.0 for t in self.translate):
@@ -189,14 +188,6 @@ class RandomAffine(Transform):
                 raise ValueError("shear should be a number or a sequence of 2 or 4 numbers")
             self.shear = tuple(shear) if len(shear) == 4 else (*shear, 0.0, 0.0)
         self.center = center
-
-    @property
-    def mode(self):
-        return self.warp.mode
-
-    @property
-    def fill(self):
-        return self.warp.fill
 
     def extra_repr(self) -> str:
         return (f"degrees={self.degrees}, translate={self.translate}, scale={self.scale}, shear={self.shear}, "
@@ -219,12 +210,6 @@ class RandomAffine(Transform):
         centred = inverse_affine(angle, tx, ty, scale, shear_x, shear_y, cx, cy)
         to_centre, from_centre = _pixel_frame(h, w)
         return WarpParams(from_centre @ centred @ to_centre)
-
-    def forward_matrix(self, params, sizes):
-        return self.warp.forward_matrix(params, sizes)
-
-    def apply(self, state, params):
-        return self.warp.apply(state, params)
 
 
 class RandomRotation(RandomAffine):
@@ -255,7 +240,7 @@ class RandomRotation(RandomAffine):
         return WarpParams(from_centre @ centred @ to_centre)
 
 
-class RandomPerspective(Transform):
+class RandomPerspective(_Warp):
     """Perspective distortion per sample with probability ``p`` (torchvision v2 semantics).
 
     Each sample moves its four corners inwards by up to ``distortion_scale`` of half its
@@ -273,17 +258,9 @@ class RandomPerspective(Transform):
             raise ValueError("Argument distortion_scale value should be between 0 and 1")
         if not 0.0 <= p <= 1.0:
             raise ValueError(f"p must be in [0, 1], got {p}")
-        self.warp = _Warp(interpolation, fill)
+        super().__init__(interpolation, fill)
         self.distortion_scale = float(distortion_scale)
         self.p = float(p)
-
-    @property
-    def mode(self):
-        return self.warp.mode
-
-    @property
-    def fill(self):
-        return self.warp.fill
 
     def extra_repr(self) -> str:
         return f"distortion_scale={self.distortion_scale}, p={self.p}, interpolation={self.mode!r}"
@@ -316,12 +293,6 @@ class RandomPerspective(Transform):
         identity = torch.eye(3, dtype=torch.float64).expand_as(matrix)
         apply = u[:, 8] < self.p
         return WarpParams(torch.where(apply.reshape(-1, 1, 1), matrix, identity))
-
-    def forward_matrix(self, params, sizes):
-        return self.warp.forward_matrix(params, sizes)
-
-    def apply(self, state, params):
-        return self.warp.apply(state, params)
 
 
 def perspective_coefficients(starts: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
