@@ -484,11 +484,12 @@ class _RandomFlip(Transform):
     def apply(self, state, params):
         rows = rows_where(params.apply).tolist()
         if isinstance(state.images, torch.Tensor):
-            out = state.images.float().clone() if rows else state.images
-            if rows:
-                idx = torch.tensor(rows, device=out.device)
-                out[idx] = out[idx].flip(self.dim)
-            return ImageState(out, state.dtype, owned=state.owned or bool(rows))
+            if not rows:
+                return state
+            out = state.writable_dense()           # in place unless it is the caller's tensor
+            idx = torch.tensor(rows, device=out.device)
+            out[idx] = out[idx].flip(self.dim)
+            return ImageState(out, state.dtype)
         imgs = list(state.images)
         for r in rows:
             imgs[r] = imgs[r].flip(self.dim)
