@@ -100,6 +100,19 @@ _ORIENTATIONS = {
 }
 
 
+def orientation_parts(orientation: int) -> tuple[bool, bool, bool]:
+    """EXIF ``orientation`` as (transpose, flip top-bottom, flip left-right), applied in that order.
+
+    A transpose is a free view; the flips can be folded into the fused stage's map.
+
+    Example:
+        >>> orientation_parts(6)     # rotated 90 clockwise: transpose, then mirror left-right
+        (True, False, True)
+    """
+    swap, flips = _ORIENTATIONS.get(int(orientation), (False, ()))
+    return swap, -2 in flips, -1 in flips
+
+
 def apply_orientation(img: torch.Tensor, orientation: int) -> torch.Tensor:
     """Turn ``[..., H, W]`` stored pixels upright for an EXIF ``orientation`` (1-8).
 

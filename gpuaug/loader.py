@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader as TorchDataLoader
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
-from .batch_decode import DECODERS, BatchDecoder
+from .batch_decode import DECODERS, BatchDecoder, probe_applies_exif
 from .decode import CpuDecoder
 from .device import runtime_for
 from .errors import BadSample, BadSampleError
@@ -410,9 +410,12 @@ def _batch_decoder(kind: str, cpu: CpuDecoder, runtime) -> BatchDecoder:
     if kind == "dali":
         from .dali import DaliJpegDecoder
 
-        return BatchDecoder(cpu, DaliJpegDecoder(runtime.device), name="dali", upload=runtime.to_device)
-    batched = runtime.decode_jpegs if on_cuda and kind in ("auto", "nvjpeg") else None
-    return BatchDecoder(cpu, batched, name="nvjpeg", upload=runtime.to_device)
+        batched, name = DaliJpegDecoder(runtime.device), "dali"
+    else:
+        batched, name = (runtime.decode_jpegs if on_cuda and kind in ("auto", "nvjpeg") else None), "nvjpeg"
+    # Whether the device decoder orients EXIF-rotated JPEGs itself is asked of it once.
+    exif = (lambda: probe_applies_exif(batched)) if batched is not None else True
+    return BatchDecoder(cpu, batched, name=name, upload=runtime.to_device, applies_exif=exif)
 
 
 def _as_compose(transform) -> Compose:

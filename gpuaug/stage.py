@@ -89,7 +89,15 @@ class DeviceStage:
 
     # -- 1. decode ---------------------------------------------------------------------
     def decode(self, raw: RawBatch) -> tuple[list[torch.Tensor | None], dict[int, str]]:
-        """Decoded RGB images per row (None where bad) and the reasons of bad rows."""
+        """Decoded upright RGB images per row (None where bad) and the reasons of bad rows."""
+        images, failed, flips = self.decode_oriented(raw)
+        for b, (flip_y, flip_x) in flips.items():
+            images[b] = images[b].flip([d for d, f in ((-2, flip_y), (-1, flip_x)) if f])
+        return images, failed
+
+    def decode_oriented(self, raw: RawBatch):
+        """Like :meth:`decode`, plus ``{row: (flip top-bottom, flip left-right)}`` still to
+        apply to device-decoded EXIF-rotated JPEGs (the fused stage folds them in)."""
         images: list[torch.Tensor | None] = [None] * len(raw)
         failed = {b: err for b, err in enumerate(raw.errors) if err is not None}
         encoded = []
@@ -104,13 +112,16 @@ class DeviceStage:
                     failed[b] = str(e)
             elif fmt != BAD:
                 encoded.append(b)
-        decoded = self.decoder.decode([(raw.sample_bytes(b), raw.image_info(b)) for b in encoded])
-        for b, result in zip(encoded, decoded):
+        decoded, pending = self.decoder.decode_oriented([(raw.sample_bytes(b), raw.image_info(b)) for b in encoded])
+        flips = {}
+        for b, result, flip in zip(encoded, decoded, pending):
             if isinstance(result, Exception):
                 failed[b] = str(result)
             else:
                 images[b] = result
-        return images, failed
+                if any(flip):
+                    flips[b] = flip
+        return images, failed, flips
 
     # -- 2. bad samples ------------------------------------------------------------------
     def resolve_bad(self, raw: RawBatch, images, failed, epoch: int):
@@ -169,7 +180,8 @@ class DeviceStage:
                                        f"no usable replacement found in {MAX_RESAMPLE_TRIES} tries"))
 
     # -- 3-5. parameters, augmentation, structure ------------------------------------------
-    def augment(self, images: list[torch.Tensor], indices: torch.Tensor, epoch: int, batch: int = 0):
+    def augment(self, images: list[torch.Tensor], indices: torch.Tensor, epoch: int, batch: int = 0,
+                pre_flips: torch.Tensor | None = None):
         images = [im.to(self.device, non_blocking=True) for im in images]   # no-op once decoded there
         # Parameters are drawn on the host from sizes alone: no device round trip, and
         # the fused path packs them into one descriptor upload.
@@ -179,7 +191,7 @@ class DeviceStage:
             params = self.transform.make_pipeline_params(keys, sizes, channels=3)
         out = self.transform.apply_params(images, params, stack=True, backend=self.backend,
                                           channels_last=self.channels_last, timeline=self.timeline,
-                                          batch=batch)
+                                          batch=batch, pre_flips=pre_flips)
         if isinstance(out, torch.Tensor) and self.channels_last:
             out = out.contiguous(memory_format=torch.channels_last)
         return out, params
@@ -188,9 +200,11 @@ class DeviceStage:
         timeline = self.timeline
         timeline.add("worker read+pack", batch, *raw.worker_span)
         with timeline.span("decode", batch):
-            images, failed = self.decode(raw)
+            images, failed, flips = self.decode_oriented(raw)
+            row_flips = [flips.get(b, (False, False)) for b in range(len(raw))]
             images, indices, targets, bad = self.resolve_bad(raw, images, failed, epoch)
-        out, params = self.augment(images, indices, epoch, batch)
+            pre_flips = _surviving_flips(row_flips, failed, self.on_error)
+        out, params = self.augment(images, indices, epoch, batch, pre_flips)
         if targets is not None and has_spatial_targets(raw.example_rest):
             # Masks and boxes follow the images through every geometric op.
             targets = transform_targets(targets, self.transform.point_maps(params))
@@ -216,6 +230,16 @@ def _uncollate_first(collated, example):
         value = collated[0]
         return value if isinstance(example, torch.Tensor) else value.item() if value.dim() == 0 else value
     return collated[0]
+
+
+def _surviving_flips(row_flips, failed: dict, on_error: str) -> torch.Tensor | None:
+    """``[B', 2]`` pending EXIF flips of the rows that remain after ``on_error``
+    (replacements come upright from the CPU path: no flip)."""
+    if not any(any(f) for f in row_flips):
+        return None
+    if on_error == "skip":
+        row_flips = [f for b, f in enumerate(row_flips) if b not in failed]
+    return torch.tensor(row_flips, dtype=torch.bool).reshape(-1, 2)
 
 
 def _map_tensors(value, fn):

@@ -36,3 +36,17 @@ def test_dali_corrupt_jpeg_follows_on_error():
     with pytest.warns(UserWarning, match="1 bad sample"):
         (images, labels), = list(loader)
     assert labels.tolist() == [0, 2]
+
+
+def test_dali_takes_exif_rotated_jpegs():
+    from test_runtime import _exif_jpeg
+
+    data = [(_exif_jpeg(photo_like(20, 36, seed=k), k), k) for k in range(1, 9)]
+    outs = {}
+    for decoder in ("dali", "cpu"):
+        loader = gpuaug.DataLoader(data, batch_size=8, decoder=decoder)
+        (images, _), = list(loader)
+        outs[decoder] = images
+    assert loader.decoder_counts.get("dali", 0) == 0
+    assert all(a.shape == b.shape for a, b in zip(outs["dali"], outs["cpu"]))
+    assert all((a.float() - b.float()).abs().mean() < 1.0 for a, b in zip(outs["dali"], outs["cpu"]))

@@ -14,7 +14,7 @@ import torch
 
 import gpuaug
 from gpuaug import transforms as T
-from gpuaug.batch_decode import BatchDecoder
+from gpuaug.batch_decode import BatchDecoder, probe_applies_exif
 from gpuaug.decode import CpuDecoder
 from gpuaug.headers import read_header
 
@@ -153,3 +153,55 @@ def test_decoder_argument_checks():
         gpuaug.DataLoader([], decoder="nvjpeg", device="cpu")
     with pytest.raises(ValueError, match="decoder must be one of"):
         gpuaug.DataLoader([], decoder="libjpeg")
+
+
+# -- EXIF orientation of device-decoded JPEGs ----------------------------------------------
+
+def _exif_jpeg(img, orientation):
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, "JPEG", quality=95, exif=exif)
+    return buf.getvalue()
+
+
+class StoredOrientation:
+    """A batched decoder that, like some nvJPEG builds, ignores EXIF orientation."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, datas):
+        import io
+
+        import numpy as np
+        from PIL import Image
+        self.calls += 1
+        out = []
+        for d in datas:
+            rgb = np.asarray(Image.open(io.BytesIO(bytes(d.numpy()))).convert("RGB"))   # no exif_transpose
+            out.append(torch.from_numpy(rgb.copy()).permute(2, 0, 1).contiguous())
+        return out
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_exif_flips_of_device_decoded_jpegs_fold_into_the_pipeline(fused):
+    data = [(_exif_jpeg(photo_like(24, 40, seed=k), k), k) for k in range(1, 9)]
+    pipe = T.Compose([T.RandomResizedCrop(16), T.RandomHorizontalFlip(), T.ToDtype(torch.float32, scale=True)])
+    expected = torch.cat([b[0] for b in gpuaug.DataLoader(data, batch_size=8, seed=1, transform=pipe, fused=fused)])
+    loader = gpuaug.DataLoader(data, batch_size=8, seed=1, transform=pipe, fused=fused)
+    stand_in = StoredOrientation()
+    loader._decoder.batched, loader._decoder.name = stand_in, "standin"
+    loader._decoder._applies_exif = lambda: probe_applies_exif(stand_in)
+    got = torch.cat([b[0] for b in loader])
+    assert loader.decoder_counts["standin"] == 8 and loader._decoder.applies_exif is False
+    assert (got - expected).abs().max() < 2e-3     # same libjpeg, same pixels: only float rounding differs
+
+
+def test_probe_recognises_decoders_that_apply_exif():
+    assert probe_applies_exif(StoredOrientation()) is False
+    cpu = CpuDecoder(1)
+    assert probe_applies_exif(lambda ds: [cpu.decode_batch([(d, read_header(d))])[0] for d in ds]) is True

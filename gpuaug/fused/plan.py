@@ -172,7 +172,7 @@ class _Geometry:
 
 
 def build_descriptors(ops: list[Transform], params: list, images: list[torch.Tensor],
-                      dtype: torch.dtype) -> FusedBatch | None:
+                      dtype: torch.dtype, pre_flips: torch.Tensor | None = None) -> FusedBatch | None:
     """Descriptors of a fused segment for one batch, or None if this batch cannot fuse
     (its output sizes differ).
 
@@ -180,11 +180,15 @@ def build_descriptors(ops: list[Transform], params: list, images: list[torch.Ten
         ops, params: the segment's ops and their reference parameters.
         images: the segment's input, ``[C, H, W]`` per sample (uint8 or float32).
         dtype: the logical dtype of the input.
+        pre_flips: ``[B, 2]`` (top-bottom, left-right) flips of the input, e.g. EXIF
+            orientation the decoder left to us: they start the composed map.
     """
     n = len(images)
     heights = torch.tensor([im.shape[-2] for im in images], dtype=torch.int64)
     widths = torch.tensor([im.shape[-1] for im in images], dtype=torch.int64)
     geo = _Geometry(heights, widths)
+    if pre_flips is not None:
+        geo.flip = [pre_flips[:, 0].cpu().clone(), pre_flips[:, 1].cpu().clone()]
     table = D.empty_descriptors(n)
     scale = 1.0                     # working range -> logical range
     logical = dtype

@@ -55,7 +55,7 @@ def _fill_sources(table: np.ndarray, images: list[torch.Tensor]) -> None:
 
 
 def run_fused_segment(backend: Backend, ops: list, params: list, state: ImageState, final: bool,
-                      channels_last: bool = False) -> ImageState | None:
+                      channels_last: bool = False, pre_flips: torch.Tensor | None = None) -> ImageState | None:
     """Render a fused segment; None when this batch must take the reference instead.
 
     Args:
@@ -65,6 +65,7 @@ def run_fused_segment(backend: Backend, ops: list, params: list, state: ImageSta
         final: the segment ends the pipeline: write the final dtype (else float32 in
             the logical range, for the ops that follow).
         channels_last: write the output in channels_last memory format.
+        pre_flips: ``[B, 2]`` flips (top-bottom, left-right) of the input to fold in first.
     """
     images = state.as_list()
     if not images:
@@ -73,7 +74,7 @@ def run_fused_segment(backend: Backend, ops: list, params: list, state: ImageSta
     if not backend.supports(device) or any(
             im.shape[0] != 3 or im.dtype not in (torch.uint8, torch.float32) for im in images):
         return None
-    fused = build_descriptors(ops, params, images, state.dtype)
+    fused = build_descriptors(ops, params, images, state.dtype, pre_flips)
     if fused is None:
         return None
     _fill_sources(fused.table, images)

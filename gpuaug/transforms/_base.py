@@ -255,7 +255,8 @@ class Compose(Transform):
 
     # -- reference execution ----------------------------------------------------------
     def apply_params(self, images: Images, params: PipelineParams, stack: bool | None = None,
-                     backend=None, channels_last: bool = False, timeline=None, batch: int = 0) -> Images:
+                     backend=None, channels_last: bool = False, timeline=None, batch: int = 0,
+                     pre_flips: torch.Tensor | None = None) -> Images:
         """Render ``params`` on ``images`` (uint8 or float, dense or list).
 
         Args:
@@ -267,6 +268,9 @@ class Compose(Transform):
                 torch reference only. Ops the kernels cannot take always run the reference.
             channels_last: let a final fused segment write channels_last directly.
             timeline, batch: where to record the time of fused and other ops (profiling).
+            pre_flips: ``[B, 2]`` bool (top-bottom, left-right) flips to apply first (EXIF
+                orientation left over by the decoder); a fused first segment folds them
+                into its map, otherwise they are applied with torch.
         Returns:
             The augmented images in the pipeline's final dtype.
         """
@@ -279,21 +283,30 @@ class Compose(Transform):
             return self._empty_output(images)
         state = ImageState(images, dtype=input_dtype, owned=False)
         timeline = timeline if timeline is not None else DISABLED
+        segments = None
+        if backend is not None:
+            from ..fused import plan_segments
+
+            segments = plan_segments(self.transforms)
+        if pre_flips is not None and not (segments and segments[0].fused and segments[0].start == 0):
+            state, pre_flips = ImageState(_flip_each(state.as_list(), pre_flips), state.dtype), None
         if backend is None:
             with timeline.span("other ops", batch):
                 for t, p in zip(self.transforms, params.per_op):
                     state = t.apply(state, p)
                 return finalize(state, stack)
-        from ..fused import plan_segments, run_fused_segment
+        from ..fused import run_fused_segment
 
-        segments = plan_segments(self.transforms)
         for k, segment in enumerate(segments):
             seg_params = params.per_op[segment.start:segment.start + len(segment.ops)]
             fused_state = None
             if segment.fused:
                 with timeline.span("fused stage", batch):
                     fused_state = run_fused_segment(backend, segment.ops, seg_params, state,
-                                                    final=k == len(segments) - 1, channels_last=channels_last)
+                                                    final=k == len(segments) - 1, channels_last=channels_last,
+                                                    pre_flips=pre_flips if k == 0 else None)
+            if k == 0 and pre_flips is not None and fused_state is None:
+                state = ImageState(_flip_each(state.as_list(), pre_flips), state.dtype)   # this batch did not fuse
             if fused_state is not None:
                 state = fused_state
                 continue
@@ -346,6 +359,15 @@ class Compose(Transform):
         keys = SampleKeys(seed, epoch, idx.to(device))
         params = self.make_pipeline_params(keys, sizes.to(device), channels)
         return self.apply_params(images, params, backend=backend)
+
+
+def _flip_each(images: list[torch.Tensor], flips: torch.Tensor) -> list[torch.Tensor]:
+    """Flip each image as its row of ``flips`` (top-bottom, left-right) says."""
+    out = []
+    for img, (flip_y, flip_x) in zip(images, flips.tolist()):
+        dims = [d for d, f in ((-2, flip_y), (-1, flip_x)) if f]
+        out.append(img.flip(dims) if dims else img)
+    return out
 
 
 def _check_input_dtype(dtype: torch.dtype) -> None:
