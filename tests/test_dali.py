@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 import gpuaug
 from gpuaug import transforms as T
