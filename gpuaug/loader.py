@@ -199,6 +199,9 @@ class DataLoader:
                       prefetch_factor=prefetch_factor, persistent_workers=persistent_workers,
                       pin_memory_device=pin_memory_device, in_order=in_order)
         if self._iterable:
+            if shuffle or sampler is not None or batch_sampler is not None:
+                raise ValueError("an IterableDataset orders its own samples: shuffle, sampler and batch_sampler "
+                                 "must be left unset (as with torch's DataLoader)")
             self._batch_sampler = None
             self._torch_loader = TorchDataLoader(_RawIterableDataset(self._reader, self.rank, self.world_size),
                                                  batch_size=batch_size, drop_last=drop_last, **common)
