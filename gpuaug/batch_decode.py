@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from .decode import CpuDecoder, orientation_parts
+from .decode import CpuDecoder, flip_image, orientation_parts
 from .errors import DecodeError
 from .headers import ImageInfo
 
@@ -83,8 +83,7 @@ class BatchDecoder:
     def decode(self, items: list[tuple[torch.Tensor, ImageInfo]]) -> list[torch.Tensor | DecodeError]:
         """Decode to upright ``[3, H, W]`` images (pending flips applied with torch)."""
         results, flips = self.decode_oriented(items)
-        return [r.flip([d for d, f in zip((-2, -1), flip) if f]) if isinstance(r, torch.Tensor) and any(flip)
-                else r for r, flip in zip(results, flips)]
+        return [flip_image(r, *flip) if isinstance(r, torch.Tensor) else r for r, flip in zip(results, flips)]
 
     def decode_oriented(self, items: list[tuple[torch.Tensor, ImageInfo]]):
         """Decode, leaving EXIF flips of device-decoded images to the caller.

@@ -113,6 +113,12 @@ def orientation_parts(orientation: int) -> tuple[bool, bool, bool]:
     return swap, -2 in flips, -1 in flips
 
 
+def flip_image(img: torch.Tensor, flip_y: bool, flip_x: bool) -> torch.Tensor:
+    """``img`` mirrored top-bottom and/or left-right (itself when neither)."""
+    dims = [d for d, f in ((-2, flip_y), (-1, flip_x)) if f]
+    return img.flip(dims) if dims else img
+
+
 def apply_orientation(img: torch.Tensor, orientation: int) -> torch.Tensor:
     """Turn ``[..., H, W]`` stored pixels upright for an EXIF ``orientation`` (1-8).
 

@@ -18,6 +18,7 @@ import torch
 
 from .collate import gather_rows
 from .batch_decode import BatchDecoder
+from .decode import flip_image
 from .errors import BadSample, BadSampleError, DecodeError
 from .pack import BAD, FORMAT, RAW, RawBatch, inspect_sample
 from .rng import SampleKeys
@@ -92,7 +93,7 @@ class DeviceStage:
         """Decoded upright RGB images per row (None where bad) and the reasons of bad rows."""
         images, failed, flips = self.decode_oriented(raw)
         for b, (flip_y, flip_x) in flips.items():
-            images[b] = images[b].flip([d for d, f in ((-2, flip_y), (-1, flip_x)) if f])
+            images[b] = flip_image(images[b], flip_y, flip_x)
         return images, failed
 
     def decode_oriented(self, raw: RawBatch):

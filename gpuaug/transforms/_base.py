@@ -363,11 +363,9 @@ class Compose(Transform):
 
 def _flip_each(images: list[torch.Tensor], flips: torch.Tensor) -> list[torch.Tensor]:
     """Flip each image as its row of ``flips`` (top-bottom, left-right) says."""
-    out = []
-    for img, (flip_y, flip_x) in zip(images, flips.tolist()):
-        dims = [d for d, f in ((-2, flip_y), (-1, flip_x)) if f]
-        out.append(img.flip(dims) if dims else img)
-    return out
+    from ..decode import flip_image
+
+    return [flip_image(img, flip_y, flip_x) for img, (flip_y, flip_x) in zip(images, flips.tolist())]
 
 
 def _check_input_dtype(dtype: torch.dtype) -> None:
