@@ -191,3 +191,63 @@ def test_selftest_static_prints_the_table(capsys):
     assert main(["--static"]) == 0
     out = capsys.readouterr().out
     assert "gpuaug_vpass" in out and "sm_90" in out and "FAIL" not in out
+
+
+def test_kernel_signatures_match_the_cuda_source():
+    """Both backends marshal arguments from KERNEL_SIGNATURES: it must match fused.cu."""
+    import re
+
+    from gpuaug._paths import kernels_dir
+    from gpuaug.fused.run import KERNEL_SIGNATURES
+
+    source = (kernels_dir() / "fused.cu").read_text()
+    found = {}
+    for name, params in re.findall(r'extern "C" __global__ void (\w+)\(([^)]*)\)', source):
+        codes = ""
+        for param in params.split(","):
+            param = " ".join(param.split())
+            codes += ("p" if "*" in param else "q" if "long long" in param else "f" if param.startswith("float")
+                      else "i")
+        found[name] = codes
+    assert found == KERNEL_SIGNATURES
+
+
+def test_cuda_launch_glue_marshals_by_signature(monkeypatch):
+    """The CuPy launch path, run against a stand-in CuPy (no GPU here): argument types and stream."""
+    import sys
+    import types
+
+    import numpy as np
+
+    from gpuaug import device
+
+    calls = []
+
+    class Function:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, grid, block, args, stream=None):
+            calls.append((self.name, grid, block, args, stream))
+
+    class Module:
+        def __init__(self, code, options):
+            assert "gpuaug kernels sha256" in code and options == ("-std=c++17",)
+
+        def get_function(self, name):
+            return Function(name)
+
+    fake = types.SimpleNamespace(RawModule=Module, cuda=types.SimpleNamespace(
+        Device=lambda index: __import__("contextlib").nullcontext(),
+        ExternalStream=lambda ptr: ("stream", ptr)))
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda index=None: types.SimpleNamespace(cuda_stream=1234))
+    backend = device.CudaBackend(0)
+    t = torch.zeros(4)
+    backend.launch("gpuaug_color", (1, 2, 3), (32, 8), t, t, t, t, 255.0, 4, 5, 3, 1, 10, 11, 12, 13)
+    name, grid, block, args, stream = calls[0]
+    assert name == "gpuaug_color" and block == (32, 8, 1) and stream == ("stream", 1234)
+    assert [type(a) for a in args] == [np.uint64] * 4 + [np.float32] + [np.int32] * 4 + [np.int64] * 4
+    assert int(args[0]) == t.data_ptr()
+    with pytest.raises(ValueError):
+        backend.launch("gpuaug_color", (1, 1, 1), (32, 8), t)     # wrong argument count
