@@ -45,6 +45,7 @@ class Result:
     worker_cpu_s_per_1000: float = 0.0      # of which in worker processes
     peak_rss_mb: float = 0.0
     peak_gpu_mb: float = 0.0
+    data_wait_share: float = 0.0            # end-to-end mode: share of the loop spent waiting for data
     epochs: list = field(default_factory=list)
 
 
@@ -114,6 +115,7 @@ def measure(name: str, make_epoch: Callable[[], Callable[[], int]], epochs: int,
         if on_cuda:
             torch.cuda.reset_peak_memory_stats()
         own0, children0 = _cpu_seconds()
+        DATA_WAIT["seconds"] = 0.0
         start = time.perf_counter()
         images = run_epoch()
         if on_cuda:
@@ -124,12 +126,14 @@ def measure(name: str, make_epoch: Callable[[], Callable[[], int]], epochs: int,
         if epoch == 0 and epochs > 1:
             continue                                   # warm-up: worker start, kernel builds, caches
         cpu = (own1 - own0) + (children1 - children0)
-        result.epochs.append({"images": images, "seconds": wall, "cpu_s": cpu, "worker_cpu_s": children1 - children0})
+        result.epochs.append({"images": images, "seconds": wall, "cpu_s": cpu, "worker_cpu_s": children1 - children0,
+                              "data_wait_s": DATA_WAIT["seconds"]})
     rates = [e["images"] / e["seconds"] for e in result.epochs]
     result.images_per_s = statistics.median(rates)
     result.cpu_s_per_1000 = statistics.median(1000 * e["cpu_s"] / e["images"] for e in result.epochs)
     result.worker_cpu_s_per_1000 = statistics.median(1000 * e["worker_cpu_s"] / e["images"] for e in result.epochs)
     result.peak_rss_mb = peak_rss
+    result.data_wait_share = statistics.median(e["data_wait_s"] / e["seconds"] for e in result.epochs)
     if on_cuda:
         result.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
     return result
@@ -137,14 +141,45 @@ def measure(name: str, make_epoch: Callable[[], Callable[[], int]], epochs: int,
 
 # -- the pipelines ----------------------------------------------------------------------------
 
+#: Set by ``--train-model``: ``step(images, labels)`` trains one step on CUDA (end-to-end mode).
+TRAIN_STEP: Callable | None = None
+DATA_WAIT = {"seconds": 0.0}
+
+
 def _loop(loader) -> Callable[[], int]:
     def run_epoch() -> int:
         n = 0
-        for batch in loader:
+        batches = iter(loader)
+        while True:
+            waited = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return n
+            DATA_WAIT["seconds"] += time.perf_counter() - waited
             images = batch[0] if isinstance(batch, (list, tuple)) else batch
+            if TRAIN_STEP is not None:
+                TRAIN_STEP(images, batch[1])
             n += len(images)
-        return n
     return run_epoch
+
+
+def train_step_for(model_name: str) -> Callable:
+    """One SGD step of a randomly initialised torchvision model on CUDA (the end-to-end mode)."""
+    import torchvision
+
+    model = getattr(torchvision.models, model_name)(num_classes=1000).cuda().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step(images, labels):
+        images = images.cuda(non_blocking=True).float().contiguous(memory_format=torch.channels_last)
+        labels = torch.as_tensor(labels).cuda(non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.nn.functional.cross_entropy(model(images), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return step
 
 
 def make_pipeline(name: str, root: str, recipe: str, batch_size: int, workers: int):
@@ -263,14 +298,16 @@ def settings(root: str, args) -> dict:
 def table(results: list[Result]) -> str:
     base = next((r for r in results if r.pipeline == "torchvision-pil" and r.status == "measured"), None)
     lines = [f"{'pipeline':18s} {'images/s':>9s} {'vs tv-pil':>9s} {'CPU s/1000':>10s} {'workers':>8s} "
-             f"{'RSS MB':>7s}  status"]
+             f"{'RSS MB':>7s} {'GPU MB':>7s} {'data wait':>9s}  status"]
     for r in results:
         if r.status != "measured":
-            lines.append(f"{r.pipeline:18s} {'':>9s} {'':>9s} {'':>10s} {'':>8s} {'':>7s}  {r.status}")
+            lines.append(f"{r.pipeline:18s} {'':>9s} {'':>9s} {'':>10s} {'':>8s} {'':>7s} {'':>7s} {'':>9s}  "
+                         f"{r.status}")
             continue
         ratio = f"{r.images_per_s / base.images_per_s:8.2f}x" if base else ""
         lines.append(f"{r.pipeline:18s} {r.images_per_s:9.1f} {ratio:>9s} {r.cpu_s_per_1000:10.2f} "
-                     f"{r.worker_cpu_s_per_1000:8.2f} {r.peak_rss_mb:7.0f}  measured")
+                     f"{r.worker_cpu_s_per_1000:8.2f} {r.peak_rss_mb:7.0f} {r.peak_gpu_mb:7.0f} "
+                     f"{r.data_wait_share:9.0%}  measured")
     return "\n".join(lines)
 
 
@@ -292,7 +329,14 @@ def plot(results: list[Result], path: str) -> None:
 
 
 def measure_one(name: str, root: str, args) -> Result:
+    global TRAIN_STEP
     try:
+        if args.train_model:
+            if not torch.cuda.is_available():
+                raise RuntimeError("--train-model needs a CUDA device")
+            if name.startswith("dali") or name == "kornia":
+                raise RuntimeError("the end-to-end mode covers the DataLoader pipelines")
+            TRAIN_STEP = train_step_for(args.train_model)
         factory = make_pipeline(name, root, args.recipe, args.batch_size, args.workers)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -320,7 +364,8 @@ def run(args) -> dict:
             out = os.path.join(tmp, "one.json")
             cmd = [sys.executable, "-m", "gpuaug.bench", "--one", name, "--data", root, "--recipe", args.recipe,
                    "--batch-size", str(args.batch_size), "--workers", str(args.workers),
-                   "--epochs", str(args.epochs), "--out", out]
+                   "--epochs", str(args.epochs), "--out", out] + (
+                      ["--train-model", args.train_model] if args.train_model else [])
             done = subprocess.run(cmd, capture_output=True, text=True)
             if done.returncode == 0:
                 with open(out) as f:
@@ -343,6 +388,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny run for CI: 48 images, batch 16, 2 epochs")
     parser.add_argument("--out", help="write JSON here")
     parser.add_argument("--plot", help="write a PNG chart here")
+    parser.add_argument("--train-model", help="CUDA only: train this torchvision model (e.g. resnet50) on each "
+                        "loader and report images/s and the share of time spent waiting for data")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--one", help=argparse.SUPPRESS)     # internal: measure one pipeline, write JSON
     args = parser.parse_args(argv)
