@@ -180,6 +180,22 @@ class DeviceStage:
         raise BadSampleError(BadSample(index, raw.paths[raw.indices.tolist().index(index)],
                                        f"no usable replacement found in {MAX_RESAMPLE_TRIES} tries"))
 
+    def mix_labels(self, images, targets, layout: Layout, indices: torch.Tensor, epoch: int):
+        """Run the label-mixing ops (MixUp, CutMix) on the batch and its labels.
+
+        The labels are the sample's first other field (tuple samples) or its ``label``,
+        ``labels``, ``target`` or ``cls`` entry (dict samples).
+        """
+        if not isinstance(images, torch.Tensor):
+            raise ValueError("MixUp/CutMix need images of one size: put a crop/resize before them")
+        where = _label_slot(layout, targets)
+        labels = targets[where].to(images.device)
+        for mixer in self.transform.label_mixers:
+            images, labels = mixer(images, labels, seed=self.seed, epoch=epoch, indices=indices)
+        targets = dict(targets) if isinstance(targets, dict) else list(targets)
+        targets[where] = labels
+        return images, targets
+
     # -- 3-5. parameters, augmentation, structure ------------------------------------------
     def augment(self, images: list[torch.Tensor], indices: torch.Tensor, epoch: int, batch: int = 0,
                 pre_flips: torch.Tensor | None = None):
@@ -206,6 +222,9 @@ class DeviceStage:
             images, indices, targets, bad = self.resolve_bad(raw, images, failed, epoch)
             pre_flips = _surviving_flips(row_flips, failed, self.on_error)
         out, params = self.augment(images, indices, epoch, batch, pre_flips)
+        if self.transform.label_mixers:
+            with self.timeline.span("other ops", batch):
+                out, targets = self.mix_labels(out, targets, raw.layout, indices, epoch)
         if targets is not None and has_spatial_targets(raw.example_rest):
             # Masks and boxes follow the images through every geometric op.
             targets = transform_targets(targets, self.transform.point_maps(params))
@@ -231,6 +250,21 @@ def _uncollate_first(collated, example):
         value = collated[0]
         return value if isinstance(example, torch.Tensor) else value.item() if value.dim() == 0 else value
     return collated[0]
+
+
+LABEL_KEYS = ("label", "labels", "target", "cls")
+
+
+def _label_slot(layout: Layout, targets):
+    """Where a batch's class labels are: a position in the fields, or a dict key."""
+    if layout.kind == "sequence" and targets:
+        return 0
+    if layout.kind == "mapping" and targets:
+        for key in LABEL_KEYS:
+            if key in targets:
+                return key
+    raise ValueError("MixUp/CutMix need class labels: the sample's first other field (tuple samples) or a "
+                     f"{'/'.join(LABEL_KEYS)} entry (dict samples)")
 
 
 def _surviving_flips(row_flips, failed: dict, on_error: str) -> torch.Tensor | None:

@@ -315,3 +315,30 @@ def test_argument_errors():
         gpuaug.DataLoader([], collate_fn=lambda x: x)
     with pytest.raises(TypeError, match="from_torchvision"):
         gpuaug.DataLoader([], transform=v2.RandomHorizontalFlip())
+
+
+class HalfMix:
+    """A stand-in label mixer: averages each sample with the next (per-sample keys are passed in)."""
+
+    mixes_labels = True
+
+    def __call__(self, images, labels, *, seed, epoch, indices):
+        self.seen = (seed, epoch, indices.tolist())
+        one_hot = torch.nn.functional.one_hot(labels, 10).float()
+        return (images + images.roll(1, 0)) / 2, (one_hot + one_hot.roll(1, 0)) / 2
+
+
+def test_label_mixers_run_on_the_batch_and_its_labels():
+    data = [(encode(photo_like(20, 20, seed=k)), k) for k in range(4)]
+    mixer = HalfMix()
+    pipe = T.Compose([T.Resize((8, 8)), T.ToDtype(torch.float32, scale=True), mixer])
+    assert "HalfMix" in pipe.plan()
+    with pytest.raises(TypeError, match="mixes labels"):
+        pipe(torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="last"):
+        T.Compose([mixer, T.Resize(8)])
+    (images, labels), = list(gpuaug.DataLoader(data, batch_size=4, seed=9, transform=pipe))
+    assert labels.shape == (4, 10) and torch.allclose(labels.sum(1), torch.ones(4))
+    assert mixer.seen == (9, 0, [0, 1, 2, 3])
+    plain = torch.cat([b[0] for b in gpuaug.DataLoader(data, batch_size=4, transform=pipe.transforms)])
+    assert torch.allclose(images, (plain + plain.roll(1, 0)) / 2)

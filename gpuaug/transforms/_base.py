@@ -206,10 +206,20 @@ class Compose(Transform):
 
     def __init__(self, transforms: Sequence[Transform]):
         flat: list[Transform] = []
+        #: Batch ops that mix images *and labels* (MixUp, CutMix: ``mixes_labels = True``).
+        #: They end the pipeline; the loader hands them the batch's labels.
+        self.label_mixers: list = []
         for t in transforms:
             if isinstance(t, Compose):
+                if self.label_mixers and t.transforms:
+                    raise ValueError("ops that mix labels (MixUp, CutMix) must come last in the pipeline")
                 flat.extend(t.transforms)
+                self.label_mixers.extend(t.label_mixers)
+            elif getattr(t, "mixes_labels", False):
+                self.label_mixers.append(t)
             elif isinstance(t, Transform):
+                if self.label_mixers:
+                    raise ValueError("ops that mix labels (MixUp, CutMix) must come last in the pipeline")
                 flat.append(t)
             else:
                 raise TypeError(f"Compose takes gpuaug transforms, got {type(t).__name__}; "
@@ -217,7 +227,7 @@ class Compose(Transform):
         self.transforms = flat
 
     def __repr__(self) -> str:
-        inner = "".join(f"\n    {t!r}," for t in self.transforms)
+        inner = "".join(f"\n    {t!r}," for t in [*self.transforms, *self.label_mixers])
         return f"Compose([{inner}\n])"
 
     def output_channels(self, channels: int) -> int:
@@ -319,7 +329,11 @@ class Compose(Transform):
         """Which ops run fused and which through the reference, one line per segment."""
         from ..fused import plan_segments
 
-        return "\n".join(seg.describe() for seg in plan_segments(self.transforms))
+        lines = [seg.describe() for seg in plan_segments(self.transforms)]
+        if self.label_mixers:
+            names = ", ".join(type(m).__name__ for m in self.label_mixers)
+            lines.append(f"then on (images, labels), batched torch ops: {names}")
+        return "\n".join(lines)
 
     def _empty_output(self, images: torch.Tensor) -> torch.Tensor:
         # An empty batch has no sizes to plan from: render one blank image of the same
@@ -344,6 +358,9 @@ class Compose(Transform):
             indices: the samples' identities for the random key (default ``0..B-1``).
             backend: run fusable ops through fused kernels (see :meth:`apply_params`).
         """
+        if self.label_mixers:
+            raise TypeError("this pipeline mixes labels (MixUp/CutMix): call those ops on (images, labels), "
+                            "or let gpuaug.DataLoader apply them")
         if isinstance(images, torch.Tensor) and images.dim() == 3:
             return self(images[None], seed=seed, epoch=epoch, indices=indices, backend=backend)[0]
         device = images.device if isinstance(images, torch.Tensor) else (
