@@ -51,6 +51,22 @@ _CONVERTERS: dict[str, Callable[[Any], T.Transform]] = {
                                               op.interpolation, _fill(op), op.center),
     "RandomPerspective": lambda op: T.RandomPerspective(op.distortion_scale, op.p, op.interpolation, _fill(op)),
     "RandomZoomOut": lambda op: T.RandomZoomOut(_fill(op), tuple(op.side_range), op.p),
+    "GaussianBlur": lambda op: T.GaussianBlur(tuple(op.kernel_size), tuple(op.sigma)),
+    "RandomSolarize": lambda op: T.RandomSolarize(op.threshold, op.p),
+    "RandomPosterize": lambda op: T.RandomPosterize(op.bits, op.p),
+    "RandomAutocontrast": lambda op: T.RandomAutocontrast(op.p),
+    "RandomEqualize": lambda op: T.RandomEqualize(op.p),
+    "RandomInvert": lambda op: T.RandomInvert(op.p),
+    "RandomAdjustSharpness": lambda op: T.RandomAdjustSharpness(op.sharpness_factor, op.p),
+    # v2 keeps value="random" as None (v1 keeps the string) and a number as a 1-list.
+    "RandomErasing": lambda op: T.RandomErasing(op.p, tuple(op.scale), tuple(op.ratio),
+                                                "random" if op.value is None else op.value, op.inplace),
+    "RandAugment": lambda op: T.RandAugment(op.num_ops, op.magnitude, op.num_magnitude_bins, op.interpolation,
+                                            op.fill),
+    "TrivialAugmentWide": lambda op: T.TrivialAugmentWide(op.num_magnitude_bins, op.interpolation, op.fill),
+    "AutoAugment": lambda op: T.AutoAugment(op.policy, op.interpolation, op.fill),
+    "AugMix": lambda op: T.AugMix(op.severity, op.mixture_width, op.chain_depth, op.alpha, op.all_ops,
+                                  op.interpolation, op.fill),
 }
 
 

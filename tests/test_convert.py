@@ -52,8 +52,8 @@ def test_random_crop_padding_order(tv):
 
 
 def test_unsupported_ops_are_named():
-    pipe = v2.Compose([v2.RandomResizedCrop(8), v2.Lambda(lambda x: x), v2.RandomInvert()])
-    with pytest.raises(ValueError, match=r"Lambda \(position 1\), RandomInvert \(position 2\)"):
+    pipe = v2.Compose([v2.RandomResizedCrop(8), v2.Lambda(lambda x: x), v2.RandomChannelPermutation()])
+    with pytest.raises(ValueError, match=r"Lambda \(position 1\), RandomChannelPermutation \(position 2\)"):
         from_torchvision(pipe)
 
 

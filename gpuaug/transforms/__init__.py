@@ -27,3 +27,18 @@ __all__ = [
     "CropParams", "FlipParams", "SizeParams", "ColorJitterParams", "GrayscaleParams",
     "RandomAffine", "RandomRotation", "RandomPerspective", "RandomZoomOut", "WarpParams",
 ]
+
+# Pixel-value augmentations, automatic policies, batch mixing and the Kornia wrapper.
+from ._augment import (ApplyParams, BlurParams, EraseParams, GaussianBlur, RandomAdjustSharpness,  # noqa: E402
+                       RandomAutocontrast, RandomEqualize, RandomErasing, RandomInvert, RandomPosterize,
+                       RandomSolarize)
+from ._auto import AugMix, AugMixParams, AutoAugment, AutoAugmentParams, RandAugment, TrivialAugmentWide  # noqa: E402
+from ._kornia import Kornia, KorniaParams  # noqa: E402
+from ._mix import CutMix, MixParams, MixUp  # noqa: E402
+
+__all__ += [
+    "GaussianBlur", "RandomSolarize", "RandomPosterize", "RandomAutocontrast", "RandomEqualize", "RandomInvert",
+    "RandomAdjustSharpness", "RandomErasing", "ApplyParams", "BlurParams", "EraseParams",
+    "RandAugment", "TrivialAugmentWide", "AutoAugment", "AugMix", "AutoAugmentParams", "AugMixParams",
+    "MixUp", "CutMix", "MixParams", "Kornia", "KorniaParams",
+]
