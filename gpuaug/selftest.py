@@ -60,6 +60,9 @@ def random_pipeline(rng: random.Random, dtype: torch.dtype) -> T.Compose:
     if rng.random() < 0.8:
         ops.append(T.ColorJitter(*(rng.choice([None, 0.4, (0.2, 1.8)]) for _ in range(3)),
                                  hue=rng.choice([None, 0.1, 0.5])))
+    if rng.random() < 0.4:
+        ops.append(rng.choice([T.RandomSolarize(rng.choice([64, 200]), 0.5), T.RandomInvert(0.5),
+                               T.RandomPosterize(rng.choice([2, 5, 8]), 0.7)]))
     if rng.random() < 0.3:
         ops.append(T.RandomGrayscale(rng.choice([0.0, 0.5, 1.0])))
     if dtype != torch.uint8:

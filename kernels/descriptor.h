@@ -7,13 +7,17 @@
 // pragmas.
 #pragma once
 
-#define GPUAUG_MAX_COLOR_OPS 4
+#define GPUAUG_MAX_COLOR_OPS 8
 
 // Color operation codes, the ColorJitter order of gpuaug.transforms._color.
 #define GPUAUG_BRIGHTNESS 0
 #define GPUAUG_CONTRAST 1
 #define GPUAUG_SATURATION 2
 #define GPUAUG_HUE 3
+// Pixel ops after the jitter (gpuaug.transforms._augment); factor: see apply_color.
+#define GPUAUG_INVERT 4
+#define GPUAUG_SOLARIZE 5
+#define GPUAUG_POSTERIZE 6
 
 // Source dtypes.
 #define GPUAUG_SRC_U8 0
@@ -64,7 +68,7 @@ struct SampleDesc {
 
     // -- color (gpuaug.transforms._color), in this sample's order -----------------
     int n_color;                              // number of entries used in color_op
-    int color_op[GPUAUG_MAX_COLOR_OPS];       // GPUAUG_BRIGHTNESS ...
+    int color_op[GPUAUG_MAX_COLOR_OPS];       // GPUAUG_BRIGHTNESS ... GPUAUG_POSTERIZE
     float color_factor[GPUAUG_MAX_COLOR_OPS];
     int contrast_step;                        // index of contrast in color_op, -1 if none
     int grayscale;                            // 1: replace RGB by its luma after the color ops
@@ -73,7 +77,7 @@ struct SampleDesc {
     float fill[3];        // value of pixels outside the image, in the working range
     float mul[3];         // out = value * mul[c] + add[c]  (ToDtype scale and Normalize folded)
     float add[3];
-};  // 224 bytes: 2 x 8 + 52 x 4, a multiple of 8 with no implicit padding
+};  // 256 bytes: 2 x 8 + 60 x 4, a multiple of 8 with no implicit padding
 
 // Batch-wide launch parameters (kernel arguments, not part of the table).
 //   out_h, out_w:  output size; out_c: 1 or 3 output channels

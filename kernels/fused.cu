@@ -174,6 +174,21 @@ __device__ __forceinline__ void shift_hue(float* p, float shift, float bound) {
     p[0] = rr * bound; p[1] = gg * bound; p[2] = bb * bound;
 }
 
+// Pixel ops of gpuaug.transforms._augment: invert (bound - x), solarize (invert at or
+// above the threshold `f`), posterize on uint8 levels (keep `f` bits of round(x)).
+__device__ __forceinline__ void pixel_op(int op, float f, float* p, float bound) {
+    for (int c = 0; c < 3; ++c) {
+        if (op == GPUAUG_INVERT) {
+            p[c] = bound - p[c];
+        } else if (op == GPUAUG_SOLARIZE) {
+            p[c] = p[c] >= f ? bound - p[c] : p[c];
+        } else if (f < 8.0f) {   // GPUAUG_POSTERIZE (8 bits: unchanged)
+            float step = exp2f(8.0f - f);
+            p[c] = floorf(clampf(rintf(p[c]), 0.0f, 255.0f) / step) * step;
+        }
+    }
+}
+
 // Apply color steps [first, last) of the sample's order; `mean` is the contrast mean.
 __device__ __forceinline__ void apply_color(const SampleDesc& d, float* p, int first, int last, float mean, float bound) {
     for (int k = first; k < last; ++k) {
@@ -181,6 +196,10 @@ __device__ __forceinline__ void apply_color(const SampleDesc& d, float* p, int f
         int op = d.color_op[k];
         if (op == GPUAUG_HUE) {
             shift_hue(p, f, bound);
+            continue;
+        }
+        if (op >= GPUAUG_INVERT) {
+            pixel_op(op, f, p, bound);
             continue;
         }
         float gray = op == GPUAUG_SATURATION ? luma(p) : (op == GPUAUG_CONTRAST ? mean : 0.0f);

@@ -45,7 +45,7 @@ def run(pipe, images, backend, seed=0, channels_last=False):
 
 def test_descriptor_layout_matches_the_header(host):
     assert host.descriptor_layout() == descriptor_layout()
-    assert descriptor_layout()[0] == 224     # kernels/descriptor.h: 2 x 8 + 52 x 4 bytes
+    assert descriptor_layout()[0] == 256     # kernels/descriptor.h: 2 x 8 + 60 x 4 bytes
 
 
 @pytest.mark.parametrize("case", range(32))
@@ -251,3 +251,25 @@ def test_cuda_launch_glue_marshals_by_signature(monkeypatch):
     assert int(args[0]) == t.data_ptr()
     with pytest.raises(ValueError):
         backend.launch("gpuaug_color", (1, 1, 1), (32, 8), t)     # wrong argument count
+
+
+@pytest.mark.parametrize("tail", [
+    [T.RandomSolarize(128, 0.5), T.RandomPosterize(3, 0.5), T.RandomInvert(0.5)],
+    [T.RandomInvert(0.5), T.RandomSolarize(100, 0.7), T.ToDtype(torch.float32, True), T.Normalize(MEAN, STD)],
+    [T.ToDtype(torch.float32, True), T.RandomSolarize(0.5, 0.6), T.RandomInvert(1.0), T.Normalize(MEAN, STD)],
+])
+def test_pixel_ops_fuse_into_the_color_pass(host, tail):
+    pipe = T.Compose([T.RandomResizedCrop(32), T.ColorJitter(0.4, 0.4, 0.4, 0.1), *tail])
+    assert [s.fused for s in plan_segments(pipe.transforms)] == [True]
+    before = host.launches
+    worst, mean, dtype = compare(pipe, ragged(6), host)
+    assert host.launches > before
+    max_tol, mean_tol = tolerance(dtype)
+    assert worst <= max_tol and mean <= mean_tol
+
+
+def test_float_posterize_takes_the_reference(host):
+    pipe = T.Compose([T.RandomResizedCrop(32), T.ToDtype(torch.float32, True), T.RandomPosterize(3, 1.0)])
+    before = host.launches
+    worst, _, _ = compare(pipe, ragged(3), host)
+    assert host.launches == before and worst == 0.0

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..transforms import _affine, _color, _dtype, _geometry
+from ..transforms import _affine, _augment, _color, _dtype, _geometry
 from ..transforms._base import Transform
 from . import descriptor as D
 
@@ -45,6 +45,8 @@ def _kind(op: Transform) -> str | None:
         return "flip"
     if isinstance(op, _color.ColorJitter):
         return "color"
+    if isinstance(op, (_augment.RandomInvert, _augment.RandomSolarize, _augment.RandomPosterize)):
+        return "pixel"
     if isinstance(op, (_color.Grayscale, _color.RandomGrayscale)):
         return "gray"
     if isinstance(op, _dtype.ToDtype):
@@ -55,7 +57,9 @@ def _kind(op: Transform) -> str | None:
 
 
 # Order of the stages inside a segment; an op may not go back to an earlier stage.
-_STAGE = {"crop": 0, "flip": 0, "crop+resize": 1, "resize": 1, "warp": 2, "color": 3, "gray": 4, "normalize": 5}
+_STAGE = {"crop": 0, "flip": 0, "crop+resize": 1, "resize": 1, "warp": 2, "color": 3, "pixel": 3, "gray": 4,
+          "normalize": 5}
+_PIXEL_SLOTS = 4          # invert/solarize/posterize ops per segment (MAX_COLOR_OPS minus the jitter's 4)
 
 
 @dataclass
@@ -77,6 +81,7 @@ def plan_segments(ops: list[Transform]) -> list[Segment]:
     segments: list[Segment] = []
     stage = -1          # highest stage used in the current fused segment
     resized = False
+    pixel_ops = 0
     for position, op in enumerate(ops):
         kind = _kind(op)
         current = segments[-1] if segments else None
@@ -97,15 +102,18 @@ def plan_segments(ops: list[Transform]) -> list[Segment]:
                 fits = stage <= 0 and not resized
             elif kind == "warp":
                 fits = stage <= 1          # one warp per segment, after the crops and the resize
+            elif kind == "pixel":
+                fits = stage <= 3 and pixel_ops < _PIXEL_SLOTS    # after the jitter, in order
             else:
                 fits = _STAGE[kind] > stage
         if not fits:
             segments.append(Segment(position, fused=True))
-            stage, resized = -1, False
+            stage, resized, pixel_ops = -1, False, 0
         segments[-1].ops.append(op)
         if kind != "dtype":
             stage = max(stage, _STAGE[kind])
         resized = resized or kind in ("crop+resize", "resize")
+        pixel_ops += kind == "pixel"
     return segments
 
 
@@ -223,6 +231,20 @@ def build_descriptors(ops: list[Transform], params: list, images: list[torch.Ten
         elif isinstance(op, _color.ColorJitter):
             _pack_color(table, p)
             color_bound = (255.0 if logical == torch.uint8 else 1.0) / scale
+        elif isinstance(op, (_augment.RandomInvert, _augment.RandomSolarize, _augment.RandomPosterize)):
+            logical_bound = 255.0 if logical == torch.uint8 else 1.0
+            if isinstance(op, _augment.RandomInvert):
+                code, factor = D.INVERT, 0.0
+            elif isinstance(op, _augment.RandomSolarize):
+                if op.threshold > logical_bound:
+                    return None                    # the reference raises the error about it
+                code, factor = D.SOLARIZE, op.threshold / scale
+            else:
+                if logical != torch.uint8:
+                    return None                    # float posterize: the reference's formula
+                code, factor = D.POSTERIZE, float(op.bits)
+            _append_pixel_op(table, p.apply.cpu().numpy(), code, factor)
+            color_bound = logical_bound / scale
         elif isinstance(op, _color.RandomGrayscale):
             table["grayscale"] = p.apply.cpu().numpy().astype(np.int32)
         elif isinstance(op, _color.Grayscale):
@@ -262,6 +284,15 @@ def build_descriptors(ops: list[Transform], params: list, images: list[torch.Ten
                       scratch_floats=int(scratch_rows.sum()) if n else 0,
                       needs_contrast=bool((table["contrast_step"] >= 0).any()),
                       has_warp=geo.warp is not None)
+
+
+def _append_pixel_op(table: np.ndarray, apply: np.ndarray, code: int, factor: float) -> None:
+    """Add a pixel op after each applying sample's color steps."""
+    for b in np.flatnonzero(apply):
+        k = table["n_color"][b]
+        table["color_op"][b, k] = code
+        table["color_factor"][b, k] = factor
+        table["n_color"][b] = k + 1
 
 
 def _pack_color(table: np.ndarray, p: _color.ColorJitterParams) -> None:
