@@ -14,6 +14,7 @@ from . import transforms
 from .convert import from_torchvision
 from .errors import BadSample, BadSampleError
 from .loader import DataLoader
+from .profile import Profile, profile
 
 __version__ = "0.1.0"
-__all__ = ["DataLoader", "from_torchvision", "BadSample", "BadSampleError", "transforms", "__version__"]
+__all__ = ["DataLoader", "profile", "Profile", "from_torchvision", "BadSample", "BadSampleError", "transforms", "__version__"]

@@ -223,7 +223,7 @@ class DataLoader:
                                   dataset_size=0 if self._iterable else len(dataset),
                                   max_pixels=max_image_pixels)
         self._active: Prefetcher | None = None
-        #: Stage spans per batch, recorded while profiling (see :func:`gpuaug.profile`).
+        #: Stage spans per batch, recorded while ``timeline.enabled`` (profiling).
         self.timeline = Timeline(enabled=False)
         self._stage.timeline = self.timeline
 

@@ -1,6 +1,6 @@
 """Where the time goes: spans of the data flow's stages, per batch.
 
-The loader records spans only while profiling (:func:`gpuaug.profile` turns it on),
+The loader records spans only while profiling (``loader.timeline.enabled = True``),
 so the hot path pays one attribute check per stage otherwise. Times come from
 ``time.perf_counter``, which on Linux is CLOCK_MONOTONIC and so comparable between the
 worker processes and the main process. On CUDA the stage spans are host times unless
