@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 
-import torch
 from matplotlib.figure import Figure
 
 import gpuaug
