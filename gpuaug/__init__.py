@@ -15,6 +15,7 @@ from .convert import from_torchvision
 from .errors import BadSample, BadSampleError
 from .loader import DataLoader
 from .profile import Profile, profile
+from .viz import compare, show, show_replay
 
 __version__ = "0.1.0"
-__all__ = ["DataLoader", "profile", "Profile", "from_torchvision", "BadSample", "BadSampleError", "transforms", "__version__"]
+__all__ = ["DataLoader", "show", "show_replay", "compare", "profile", "Profile", "from_torchvision", "BadSample", "BadSampleError", "transforms", "__version__"]

@@ -24,7 +24,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["save_grid", "show", "make_grid"]
+__all__ = ["save_grid", "show", "make_grid", "show_replay", "compare", "describe_params"]
 
 
 def _to_unit_float(img: torch.Tensor, mean, std) -> torch.Tensor:
@@ -200,3 +200,115 @@ def show(images, mean: Sequence[float] | None = None, std: Sequence[float] | Non
 
     fig._repr_png_ = _repr_png_
     return fig
+
+
+def _normalize_of(transform):
+    """(mean, std) of the last Normalize in a pipeline, or (None, None)."""
+    from .transforms import Normalize
+
+    norms = [t for t in getattr(transform, "transforms", []) if isinstance(t, Normalize)]
+    return (norms[-1].mean, norms[-1].std) if norms else (None, None)
+
+
+def describe_params(params, b: int) -> str:
+    """A compact label of sample ``b``'s parameters (crop box, flips, jitter factors and order)."""
+    from .transforms import ColorJitterParams, CropParams, FlipParams
+
+    parts = []
+    for p in params.per_op:
+        if isinstance(p, CropParams):
+            parts.append(f"crop {int(p.top[b])},{int(p.left[b])} {int(p.height[b])}x{int(p.width[b])}")
+        elif isinstance(p, FlipParams) and bool(p.apply[b]):
+            parts.append("flip")
+        elif isinstance(p, ColorJitterParams):
+            names = "bcsh"
+            factors = p.factors()
+            parts.append(" ".join(f"{names[k]}{float(factors[k][b]):+.2f}" if k == 3 else f"{names[k]}{float(factors[k][b]):.2f}"
+                                  for k in p.order[b].tolist() if factors[k] is not None))
+    return " · ".join(parts)
+
+
+def show_replay(loader, indices: Sequence[int], epoch: int | None = None):
+    """The originals beside what the model saw for ``indices`` in ``epoch``, labelled with parameters.
+
+    Uses ``loader.replay`` (the counter-based generator makes it exact) and the loader's
+    own reader and decoder for the originals. Returns the Figure (2 rows).
+    """
+    from .pack import pack_batch
+    from .rng import SampleKeys
+
+    epoch = loader.epoch if epoch is None else epoch
+    originals, augmented, labels = [], [], []
+    for index in indices:
+        raw = pack_batch([loader._reader.read(index)])
+        images, failed = loader._stage.decode(raw)
+        if failed:
+            raise ValueError(f"sample {index} is bad: {failed[0]}")
+        originals.append(images[0].cpu())
+        augmented.append(loader.replay(index, epoch).cpu())
+        sizes = torch.tensor([list(images[0].shape[-2:])])
+        params = loader.transform.make_pipeline_params(SampleKeys(loader.seed, epoch, torch.tensor([index])), sizes)
+        labels.append(describe_params(params, 0))
+    mean, std = _normalize_of(loader.transform)
+    top = _figure(originals, len(indices), None, None, [f"#{i} original" for i in indices], scale=0.8)
+    bottom = _figure(augmented, len(indices), mean, std, labels, scale=0.8)
+    return _stack_figures(top, bottom)
+
+
+def _stack_figures(top, bottom):
+    """Two figures' images one above the other in a new Figure (via their rendered pixels)."""
+    import io
+
+    from matplotlib.figure import Figure
+    from PIL import Image
+
+    pictures = []
+    for fig in (top, bottom):
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        pictures.append(np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert("RGB")))
+    width = max(p.shape[1] for p in pictures)
+    canvas = np.full((sum(p.shape[0] for p in pictures), width, 3), 255, np.uint8)
+    row = 0
+    for p in pictures:
+        canvas[row:row + p.shape[0], :p.shape[1]] = p
+        row += p.shape[0]
+    fig = Figure(figsize=(width / 80, canvas.shape[0] / 80), dpi=80)
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.imshow(canvas)
+    ax.axis("off")
+    return _displayable(fig)
+
+
+def _displayable(fig):
+    def _repr_png_() -> bytes:
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        return buf.getvalue()
+
+    fig._repr_png_ = _repr_png_
+    return fig
+
+
+def compare(images, pipelines: dict, seed: int = 0, mean=None, std=None):
+    """The same images through several pipelines, one row per pipeline; returns the Figure.
+
+    Args:
+        images: ``[B, C, H, W]`` or a list of ``[C, H, W]`` uint8 tensors.
+        pipelines: ``{name: callable}``; gpuaug pipelines get ``seed=``, other callables
+            (e.g. a torchvision v2 ``Compose``) are called per image.
+        mean, std: to de-normalize float outputs for display.
+    """
+    from .transforms import Compose, Transform
+
+    rows, labels = [], []
+    for name, pipe in pipelines.items():
+        if isinstance(pipe, (Compose, Transform)):
+            out = pipe(list(images), seed=seed)
+        else:
+            out = [pipe(img) for img in images]
+        rows.extend(list(out))
+        labels.extend([name] + [""] * (len(out) - 1))
+    return show(rows, mean=mean, std=std, nrow=len(images), labels=labels)
