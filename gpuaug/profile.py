@@ -90,7 +90,9 @@ class Profile:
         ax.set_xlabel("seconds (colour: batch)")
         ax.set_title(self.hint(), fontsize=9)
         fig.tight_layout()
-        return fig
+        from .viz import _displayable
+
+        return _displayable(fig)
 
     def __repr__(self) -> str:
         return f"{self.table()}\nhint: {self.hint()}"
