@@ -45,6 +45,7 @@ class Result:
     worker_cpu_s_per_1000: float = 0.0      # of which in worker processes
     peak_rss_mb: float = 0.0
     peak_gpu_mb: float = 0.0
+    gpu_ms_per_batch: float = 0.0           # CUDA events on the consumer's stream, epoch time / batches
     data_wait_share: float = 0.0            # end-to-end mode: share of the loop spent waiting for data
     epochs: list = field(default_factory=list)
 
@@ -106,7 +107,8 @@ def _tree_rss_mb() -> float:
     return sum(p.memory_info().rss for p in [me, *me.children(recursive=True)]) / 2**20
 
 
-def measure(name: str, make_epoch: Callable[[], Callable[[], int]], epochs: int, on_cuda: bool = False) -> Result:
+def measure(name: str, make_epoch: Callable[[], Callable[[], int]], epochs: int, on_cuda: bool = False,
+            batch_size: int = 1) -> Result:
     """Run ``epochs`` epochs (the first is warm-up) of ``make_epoch()()``, which returns images seen."""
     result = Result(name)
     run_epoch = make_epoch()
@@ -114,12 +116,17 @@ def measure(name: str, make_epoch: Callable[[], Callable[[], int]], epochs: int,
     for epoch in range(epochs):
         if on_cuda:
             torch.cuda.reset_peak_memory_stats()
+            gpu_start, gpu_end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            gpu_start.record()
         own0, children0 = _cpu_seconds()
         DATA_WAIT["seconds"] = 0.0
         start = time.perf_counter()
         images = run_epoch()
+        gpu_ms = 0.0
         if on_cuda:
+            gpu_end.record()
             torch.cuda.synchronize()
+            gpu_ms = gpu_start.elapsed_time(gpu_end)
         wall = time.perf_counter() - start
         own1, children1 = _cpu_seconds()
         peak_rss = max(peak_rss, _tree_rss_mb())
@@ -127,7 +134,8 @@ def measure(name: str, make_epoch: Callable[[], Callable[[], int]], epochs: int,
             continue                                   # warm-up: worker start, kernel builds, caches
         cpu = (own1 - own0) + (children1 - children0)
         result.epochs.append({"images": images, "seconds": wall, "cpu_s": cpu, "worker_cpu_s": children1 - children0,
-                              "data_wait_s": DATA_WAIT["seconds"]})
+                              "data_wait_s": DATA_WAIT["seconds"], "gpu_ms": gpu_ms,
+                              "batches": -(-images // batch_size)})
     rates = [e["images"] / e["seconds"] for e in result.epochs]
     result.images_per_s = statistics.median(rates)
     result.cpu_s_per_1000 = statistics.median(1000 * e["cpu_s"] / e["images"] for e in result.epochs)
@@ -136,6 +144,7 @@ def measure(name: str, make_epoch: Callable[[], Callable[[], int]], epochs: int,
     result.data_wait_share = statistics.median(e["data_wait_s"] / e["seconds"] for e in result.epochs)
     if on_cuda:
         result.peak_gpu_mb = torch.cuda.max_memory_allocated() / 2**20
+        result.gpu_ms_per_batch = statistics.median(e["gpu_ms"] / max(e["batches"], 1) for e in result.epochs)
     return result
 
 
@@ -298,16 +307,16 @@ def settings(root: str, args) -> dict:
 def table(results: list[Result]) -> str:
     base = next((r for r in results if r.pipeline == "torchvision-pil" and r.status == "measured"), None)
     lines = [f"{'pipeline':18s} {'images/s':>9s} {'vs tv-pil':>9s} {'CPU s/1000':>10s} {'workers':>8s} "
-             f"{'RSS MB':>7s} {'GPU MB':>7s} {'data wait':>9s}  status"]
+             f"{'RSS MB':>7s} {'GPU MB':>7s} {'GPU ms/b':>8s} {'data wait':>9s}  status"]
     for r in results:
         if r.status != "measured":
-            lines.append(f"{r.pipeline:18s} {'':>9s} {'':>9s} {'':>10s} {'':>8s} {'':>7s} {'':>7s} {'':>9s}  "
+            lines.append(f"{r.pipeline:18s} {'':>9s} {'':>9s} {'':>10s} {'':>8s} {'':>7s} {'':>7s} {'':>8s} {'':>9s}  "
                          f"{r.status}")
             continue
         ratio = f"{r.images_per_s / base.images_per_s:8.2f}x" if base else ""
         lines.append(f"{r.pipeline:18s} {r.images_per_s:9.1f} {ratio:>9s} {r.cpu_s_per_1000:10.2f} "
                      f"{r.worker_cpu_s_per_1000:8.2f} {r.peak_rss_mb:7.0f} {r.peak_gpu_mb:7.0f} "
-                     f"{r.data_wait_share:9.0%}  measured")
+                     f"{r.gpu_ms_per_batch:8.1f} {r.data_wait_share:9.0%}  measured")
     return "\n".join(lines)
 
 
@@ -340,7 +349,8 @@ def measure_one(name: str, root: str, args) -> Result:
         factory = make_pipeline(name, root, args.recipe, args.batch_size, args.workers)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return measure(name, factory, args.epochs, on_cuda=name in ("gpuaug-cuda", "dali-gpu"))
+            return measure(name, factory, args.epochs, on_cuda=name in ("gpuaug-cuda", "dali-gpu"),
+                           batch_size=args.batch_size)
     except (ImportError, RuntimeError, ValueError) as e:
         return Result(name, status=f"skipped: {e}")
 
