@@ -116,8 +116,8 @@ class DataLoader:
         fused: ``None`` (default) picks the fastest path: the fused CUDA kernels on
             CUDA (falling back to the torch reference with a warning when CuPy is
             missing), the torch reference on CPU. ``True`` requires the fused kernels
-            (on CPU: the same kernel sources compiled by the host C++ compiler, about as
-            fast as the reference today); ``False`` forces the reference.
+            (on CPU: the same kernel sources compiled by the host C++ compiler,
+            slower than the reference today); ``False`` forces the reference.
         seed: seed of the counter-based generator; a sample's augmentation is a pure
             function of (seed, epoch, dataset index), as is the shuffling order when
             no ``generator``/``sampler`` is given.
