@@ -14,7 +14,7 @@ import threading
 import numpy as np
 import torch
 
-from .fused.host import FusedUnavailable
+from .errors import FusedUnavailable
 
 MAX_BATCH = 1024
 

@@ -15,13 +15,11 @@ Host synchronizations that remain on the hot path (also listed in the README):
 from __future__ import annotations
 
 import contextlib
-import threading
 from typing import Any
 
-import numpy as np
 import torch
 
-from .fused.host import FusedUnavailable
+from .errors import FusedUnavailable
 
 
 def default_device() -> torch.device:
@@ -136,22 +134,24 @@ def nvjpeg_decode(datas: list[torch.Tensor], device: torch.device) -> list[torch
             return tv_decode_jpeg(list(datas), mode=ImageReadMode.RGB, device=device)
 
 
-# -- fused kernels through CuPy ------------------------------------------------------------
+# -- CuPy: compiled CUDA C launched on torch's stream ---------------------------------------
 
-class CudaBackend:
-    """Launches the fused kernels with CuPy ``RawModule`` on the current torch CUDA stream.
+class CupyModule:
+    """CUDA C compiled by NVRTC through CuPy's ``RawModule``, launched on torch's current stream.
 
-    NVRTC compiles on first use; CuPy caches the module per device, keyed by the source
-    text (which carries a hash of all of ``kernels/``) and the options.
+    CuPy compiles once per device and caches the result keyed by the source text and
+    the options. Only launch arguments already in their C types (``numpy`` scalars,
+    device addresses as ``numpy.uint64``) are accepted: marshalling is the caller's job
+    (:mod:`gpuaug.fused.cuda`), so this stays the bare CuPy call.
+
+    Args:
+        device_index: the CUDA device to compile for and launch on.
+        source: the CUDA C source.
+        options: NVRTC options.
+        names: the ``extern "C"`` kernels to look up.
     """
 
-    name = "cuda"
-    _instances: dict[int, "CudaBackend"] = {}
-    _lock = threading.Lock()
-
-    def __init__(self, device_index: int):
-        from .fused.cuda import KERNELS, OPTIONS, cuda_source
-
+    def __init__(self, device_index: int, source: str, options: tuple[str, ...], names: tuple[str, ...]):
         try:
             import cupy
         except ImportError as e:  # pragma: no cover - needs the cuda extra
@@ -159,32 +159,10 @@ class CudaBackend:
         self.cupy = cupy
         self.device_index = device_index
         with cupy.cuda.Device(device_index):
-            self.module = cupy.RawModule(code=cuda_source(), options=OPTIONS)
-            self.functions = {name: self.module.get_function(name) for name in KERNELS}
-        self.launches = 0
+            module = cupy.RawModule(code=source, options=options)
+            self.functions = {name: module.get_function(name) for name in names}
 
-    @classmethod
-    def get(cls, device=None) -> "CudaBackend":
-        if not torch.cuda.is_available():
-            raise FusedUnavailable("no CUDA device is available")
-        index = torch.device(device if device is not None else "cuda").index
-        index = torch.cuda.current_device() if index is None else index
-        with cls._lock:
-            if index not in cls._instances:
-                cls._instances[index] = cls(index)
-            return cls._instances[index]
-
-    def supports(self, device: torch.device) -> bool:
-        return device.type == "cuda" and (device.index is None or device.index == self.device_index)
-
-    def launch(self, kernel: str, grid, block, *args) -> None:
-        from .fused.run import KERNEL_SIGNATURES
-
-        cast = {"p": lambda a: np.uint64(a.data_ptr()),   # tensors are passed by address, no copy
-                "i": np.int32, "f": np.float32, "q": np.int64}
-        converted = tuple(cast[t](a) for t, a in zip(KERNEL_SIGNATURES[kernel], args, strict=True))
+    def launch(self, name: str, grid: tuple[int, int, int], block: tuple[int, int, int], args: tuple) -> None:
         stream = torch.cuda.current_stream(self.device_index)
         with self.cupy.cuda.Device(self.device_index):
-            self.functions[kernel](grid, (*block, 1), converted,
-                                   stream=self.cupy.cuda.ExternalStream(stream.cuda_stream))
-        self.launches += 1
+            self.functions[name](grid, block, args, stream=self.cupy.cuda.ExternalStream(stream.cuda_stream))

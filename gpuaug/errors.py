@@ -45,3 +45,11 @@ class HeaderError(ValueError):
 
 class DecodeError(ValueError):
     """The header parsed but decoding the pixels failed (truncated or corrupt data)."""
+
+
+class FusedUnavailable(RuntimeError):
+    """An accelerated path cannot run here (no compiler, no CUDA device, no CuPy or DALI...).
+
+    Raised by the fused backends and the GPU decoders; the loader falls back to the torch
+    reference (or the CPU decoder) with a warning unless that path was asked for explicitly.
+    """

@@ -219,7 +219,7 @@ def test_cuda_launch_glue_marshals_by_signature(monkeypatch):
 
     import numpy as np
 
-    from gpuaug import device
+    from gpuaug.fused.cuda import CudaBackend
 
     calls = []
 
@@ -242,7 +242,7 @@ def test_cuda_launch_glue_marshals_by_signature(monkeypatch):
         ExternalStream=lambda ptr: ("stream", ptr)))
     monkeypatch.setitem(sys.modules, "cupy", fake)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda index=None: types.SimpleNamespace(cuda_stream=1234))
-    backend = device.CudaBackend(0)
+    backend = CudaBackend(0)
     t = torch.zeros(4)
     backend.launch("gpuaug_color", (1, 2, 3), (32, 8), t, t, t, t, 255.0, 4, 5, 3, 1, 10, 11, 12, 13)
     name, grid, block, args, stream = calls[0]

@@ -31,11 +31,8 @@ import numpy as np
 import torch
 
 from .._paths import cache_dir, kernels_dir
-from .run import KERNEL_SIGNATURES
-
-
-class FusedUnavailable(RuntimeError):
-    """The fused path cannot run here (no compiler, no CUDA, no CuPy...)."""
+from ..errors import FusedUnavailable
+from .run import KERNEL_SIGNATURES, KernelBackend
 
 
 def kernel_sources_hash() -> str:
@@ -87,7 +84,7 @@ def _ptr(t: torch.Tensor) -> ctypes.c_void_p:
     return ctypes.c_void_p(t.data_ptr())
 
 
-class HostBackend:
+class HostBackend(KernelBackend):
     """Runs the fused kernels on the CPU (one shared instance per process: :meth:`get`)."""
 
     name = "host"

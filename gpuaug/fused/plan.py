@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..transforms import _affine, _augment, _color, _dtype, _geometry
-from ..transforms._base import Transform
+from ..transforms._base import Transform, register_segment_describer
 from . import descriptor as D
 
 _GEOMETRY = "geometry"
@@ -310,3 +310,11 @@ def _pack_color(table: np.ndarray, p: _color.ColorJitterParams) -> None:
                 table["contrast_step"][b] = k
             k += 1
         table["n_color"][b] = k
+
+
+def describe_segments(ops: list[Transform]) -> list[str]:
+    """One line per segment of :func:`plan_segments` (what ``Compose.plan()`` prints)."""
+    return [segment.describe() for segment in plan_segments(ops)]
+
+
+register_segment_describer(describe_segments)

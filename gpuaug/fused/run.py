@@ -1,19 +1,22 @@
-"""Run one fused segment: pack descriptors, allocate buffers, launch the passes.
+"""Render a pipeline through the fused kernels: plan segments, pack descriptors, launch.
 
 The same code drives both backends (CUDA through CuPy, and the host emulation of the
-same kernel sources); a backend only knows how to launch a named kernel.
+same kernel sources); a backend only knows how to launch a named kernel. This is where
+"fused or reference" is decided op by op: segments the kernels cannot take (and
+batches they cannot take, such as non-RGB input) run the reference ``apply`` of their
+ops from :mod:`gpuaug.transforms`.
 """
 from __future__ import annotations
 
 import math
-from typing import Protocol
 
 import numpy as np
 import torch
 
-from ..transforms._base import ImageState
+from ..timeline import DISABLED
+from ..transforms._base import Compose, Images, ImageState, PipelineParams, check_input_dtype, finalize, flip_each
 from . import descriptor as D
-from .plan import build_descriptors
+from .plan import build_descriptors, plan_segments
 
 BLOCK = (32, 8)
 VPASS_ROWS = 8      # rows per thread in gpuaug_vpass (GPUAUG_VPASS_ROWS in fused.cu)
@@ -29,15 +32,26 @@ _OUT_CODES = {torch.uint8: D.OUT_U8, torch.float32: D.OUT_F32, torch.float16: D.
               torch.bfloat16: D.OUT_BF16}
 
 
-class Backend(Protocol):
-    """Launches the kernels of ``kernels/fused.cu`` on one kind of device."""
+class KernelBackend:
+    """Launches the kernels of ``kernels/fused.cu`` on one kind of device.
 
-    name: str
-    launches: int     # kernels launched so far (tests count them)
+    Subclasses (:class:`gpuaug.fused.HostBackend`, :class:`gpuaug.fused.cuda.CudaBackend`)
+    implement :meth:`launch` and :meth:`supports`; :meth:`render` is what
+    ``Compose.apply_params(..., backend=...)`` and the loader's device stage call.
+    """
 
-    def launch(self, kernel: str, grid: tuple[int, int, int], block: tuple[int, int], *args) -> None: ...
+    name: str = "?"
+    launches: int = 0     # kernels launched so far (tests count them)
 
-    def supports(self, device: torch.device) -> bool: ...
+    def launch(self, kernel: str, grid: tuple[int, int, int], block: tuple[int, int], *args) -> None:
+        raise NotImplementedError
+
+    def supports(self, device: torch.device) -> bool:
+        raise NotImplementedError
+
+    def render(self, pipe: Compose, images: Images, params: PipelineParams, **options) -> Images:
+        """:func:`render_pipeline` with this backend (``options``: its keyword arguments)."""
+        return render_pipeline(self, pipe, images, params, **options)
 
 
 def _grid(width: int, height: int, batch: int) -> tuple[int, int, int]:
@@ -54,7 +68,7 @@ def _fill_sources(table: np.ndarray, images: list[torch.Tensor]) -> None:
         row["src_dtype"] = D.SRC_U8 if im.dtype == torch.uint8 else D.SRC_F32
 
 
-def run_fused_segment(backend: Backend, ops: list, params: list, state: ImageState, final: bool,
+def run_fused_segment(backend: KernelBackend, ops: list, params: list, state: ImageState, final: bool,
                       channels_last: bool = False, pre_flips: torch.Tensor | None = None) -> ImageState | None:
     """Render a fused segment; None when this batch must take the reference instead.
 
@@ -119,3 +133,41 @@ def run_fused_segment(backend: Backend, ops: list, params: list, state: ImageSta
         backend.launch("gpuaug_color", _grid(out_w, out_h, batch), BLOCK, descs, color_input, sums, out,
                        fused.bound, *out_args)
     return ImageState(out, fused.dtype)
+
+
+def render_pipeline(backend: KernelBackend, pipe: Compose, images: Images, params: PipelineParams,
+                    stack: bool | None = None, channels_last: bool = False, timeline=None, batch: int = 0,
+                    pre_flips: torch.Tensor | None = None) -> Images:
+    """Render ``params`` on ``images``: fused segments through ``backend``, the rest by the reference.
+
+    The arguments and the result are those of :meth:`gpuaug.transforms.Compose.apply_params`;
+    the output matches the reference within the kernels' float tolerance.
+    """
+    if stack is None:
+        stack = isinstance(images, torch.Tensor)
+    input_dtype = images.dtype if isinstance(images, torch.Tensor) else (images[0].dtype if images else torch.uint8)
+    check_input_dtype(input_dtype)
+    if len(images) == 0:
+        return pipe.apply_params(images, params, stack=stack, channels_last=channels_last)
+    state = ImageState(images, dtype=input_dtype, owned=False)
+    timeline = timeline if timeline is not None else DISABLED
+    segments = plan_segments(pipe.transforms)
+    if pre_flips is not None and not (segments and segments[0].fused and segments[0].start == 0):
+        state, pre_flips = ImageState(flip_each(state.as_list(), pre_flips), state.dtype), None
+    for k, segment in enumerate(segments):
+        seg_params = params.per_op[segment.start:segment.start + len(segment.ops)]
+        fused_state = None
+        if segment.fused:
+            with timeline.span("fused stage", batch):
+                fused_state = run_fused_segment(backend, segment.ops, seg_params, state,
+                                                final=k == len(segments) - 1, channels_last=channels_last,
+                                                pre_flips=pre_flips if k == 0 else None)
+        if k == 0 and pre_flips is not None and fused_state is None:
+            state = ImageState(flip_each(state.as_list(), pre_flips), state.dtype)   # this batch did not fuse
+        if fused_state is not None:
+            state = fused_state
+            continue
+        with timeline.span("other ops", batch):
+            for t, p in zip(segment.ops, seg_params):
+                state = t.apply(state, p)
+    return finalize(state, stack)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .cuda import KERNELS, cuda_source
-from .host import FusedUnavailable
+from ..errors import FusedUnavailable
 
 ARCHES = ("sm_80", "sm_90")
 MAX_REGISTERS = 64

@@ -20,7 +20,7 @@ color op on uint8 input); this is the single-rounding semantics the fused kernel
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -28,6 +28,17 @@ from ..rng import SampleKeys
 from ..timeline import DISABLED
 
 Images = torch.Tensor | list[torch.Tensor]
+
+#: ``ops -> lines`` describing how a pipeline splits into fused and reference segments, for
+#: :meth:`Compose.plan`. The fused layer registers it when imported (``import gpuaug`` does):
+#: this reference layer never imports the kernels' code.
+_segment_describer: Callable[[list], list[str]] | None = None
+
+
+def register_segment_describer(describe: Callable[[list], list[str]]) -> None:
+    """Install the function behind :meth:`Compose.plan` (called by :mod:`gpuaug.fused`)."""
+    global _segment_describer
+    _segment_describer = describe
 
 
 @dataclass
@@ -274,8 +285,10 @@ class Compose(Transform):
             params: from :meth:`make_pipeline_params` for the same samples.
             stack: return one ``[B, C, H, W]`` tensor when all outputs share a size
                 (default: only if ``images`` was a tensor); otherwise a list.
-            backend: a fused-kernel backend (:mod:`gpuaug.fused`); ``None`` runs the
-                torch reference only. Ops the kernels cannot take always run the reference.
+            backend: a fused-kernel backend (``gpuaug.fused.HostBackend.get()``,
+                ``gpuaug.fused.cuda_backend()``); ``None`` runs the torch reference only.
+                The backend decides which ops fuse (its ``render``); ops the kernels
+                cannot take still run the reference.
             channels_last: let a final fused segment write channels_last directly.
             timeline, batch: where to record the time of fused and other ops (profiling).
             pre_flips: ``[B, 2]`` bool (top-bottom, left-right) flips to apply first (EXIF
@@ -284,52 +297,33 @@ class Compose(Transform):
         Returns:
             The augmented images in the pipeline's final dtype.
         """
+        if backend is not None:
+            # The reference layer knows nothing of the kernels: the backend plans the
+            # segments and calls back into ``apply`` for the ops it cannot fuse.
+            return backend.render(self, images, params, stack=stack, channels_last=channels_last,
+                                  timeline=timeline, batch=batch, pre_flips=pre_flips)
         if stack is None:
             stack = isinstance(images, torch.Tensor)
         input_dtype = images.dtype if isinstance(images, torch.Tensor) else (
             images[0].dtype if images else torch.uint8)
-        _check_input_dtype(input_dtype)
+        check_input_dtype(input_dtype)
         if len(images) == 0 and isinstance(images, torch.Tensor):
             return self._empty_output(images)
         state = ImageState(images, dtype=input_dtype, owned=False)
-        timeline = timeline if timeline is not None else DISABLED
-        segments = None
-        if backend is not None:
-            from ..fused import plan_segments
-
-            segments = plan_segments(self.transforms)
-        if pre_flips is not None and not (segments and segments[0].fused and segments[0].start == 0):
-            state, pre_flips = ImageState(_flip_each(state.as_list(), pre_flips), state.dtype), None
-        if backend is None:
-            with timeline.span("other ops", batch):
-                for t, p in zip(self.transforms, params.per_op):
-                    state = t.apply(state, p)
-                return finalize(state, stack)
-        from ..fused import run_fused_segment
-
-        for k, segment in enumerate(segments):
-            seg_params = params.per_op[segment.start:segment.start + len(segment.ops)]
-            fused_state = None
-            if segment.fused:
-                with timeline.span("fused stage", batch):
-                    fused_state = run_fused_segment(backend, segment.ops, seg_params, state,
-                                                    final=k == len(segments) - 1, channels_last=channels_last,
-                                                    pre_flips=pre_flips if k == 0 else None)
-            if k == 0 and pre_flips is not None and fused_state is None:
-                state = ImageState(_flip_each(state.as_list(), pre_flips), state.dtype)   # this batch did not fuse
-            if fused_state is not None:
-                state = fused_state
-                continue
-            with timeline.span("other ops", batch):
-                for t, p in zip(segment.ops, seg_params):
-                    state = t.apply(state, p)
+        if pre_flips is not None:
+            state = ImageState(flip_each(state.as_list(), pre_flips), state.dtype)
+        with (timeline if timeline is not None else DISABLED).span("other ops", batch):
+            for t, p in zip(self.transforms, params.per_op):
+                state = t.apply(state, p)
         return finalize(state, stack)
 
     def plan(self) -> str:
         """Which ops run fused and which through the reference, one line per segment."""
-        from ..fused import plan_segments
-
-        lines = [seg.describe() for seg in plan_segments(self.transforms)]
+        if _segment_describer is None:       # gpuaug.fused not loaded: nothing can fuse
+            lines = [f"ops 0..{len(self.transforms) - 1} reference (torch ops): "
+                     + ", ".join(type(op).__name__ for op in self.transforms)] if self.transforms else []
+        else:
+            lines = _segment_describer(self.transforms)
         if self.label_mixers:
             names = ", ".join(type(m).__name__ for m in self.label_mixers)
             lines.append(f"then on (images, labels), batched torch ops: {names}")
@@ -378,14 +372,14 @@ class Compose(Transform):
         return self.apply_params(images, params, backend=backend)
 
 
-def _flip_each(images: list[torch.Tensor], flips: torch.Tensor) -> list[torch.Tensor]:
+def flip_each(images: list[torch.Tensor], flips: torch.Tensor) -> list[torch.Tensor]:
     """Flip each image as its row of ``flips`` (top-bottom, left-right) says."""
     from ..decode import flip_image
 
     return [flip_image(img, flip_y, flip_x) for img, (flip_y, flip_x) in zip(images, flips.tolist())]
 
 
-def _check_input_dtype(dtype: torch.dtype) -> None:
+def check_input_dtype(dtype: torch.dtype) -> None:
     if dtype != torch.uint8 and not dtype.is_floating_point:
         raise TypeError(f"images must be uint8 or floating point, got {dtype}")
 
