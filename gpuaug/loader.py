@@ -126,8 +126,11 @@ class DataLoader:
             :class:`BadSampleError` naming it, ``"skip"`` it (smaller batch), or
             ``"resample"`` another sample in its place (same batch size). Bad samples
             are listed in :attr:`bad_samples`.
-        image_key: position (tuple samples, default 0) or key (dict samples, default
-            ``"image"``) of the image field.
+        image_key: position (tuple samples, default 0) or key (dict samples) of the
+            image field. Dict samples default to ``"image"``, else the first field named
+            like an image file's extension (``"jpg"``, ``"png"``...: tar shards'
+            members, :func:`gpuaug.sources.find_image_field`). A sample without that
+            field is a bad sample (``on_error``), named with the fields it has.
         max_image_pixels: refuse larger images from their header, before decoding.
         decoder: ``"auto"`` (nvJPEG for JPEGs on CUDA, the CPU pool otherwise),
             ``"nvjpeg"`` (require it), ``"dali"`` (DALI's decoder) or ``"cpu"``;

@@ -8,7 +8,7 @@ whole batch (random parameters, output buffers) before decoding anything.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -128,6 +128,10 @@ def pack_batch(samples: list[RawSample], max_pixels: int = DEFAULT_MAX_IMAGE_PIX
     for chunk, start in zip(chunks, offsets[:-1]):
         flat[start:start + len(chunk)] = chunk
     info = torch.tensor([_info_row(i) for i in infos], dtype=torch.int32).reshape(-1, 7)
+    # The batch's structure comes from a good sample: a bad one may lack the image field
+    # (so its layout and other fields differ). Bad rows' targets are never handed out
+    # (raised, dropped or replaced), so they collate as copies of the good example.
+    model = next((s for s, err in zip(samples, errors) if err is None), samples[0] if samples else None)
     return RawBatch(
         data=data,
         offsets=torch.from_numpy(offsets),
@@ -135,9 +139,9 @@ def pack_batch(samples: list[RawSample], max_pixels: int = DEFAULT_MAX_IMAGE_PIX
         indices=torch.tensor([s.index for s in samples], dtype=torch.int64),
         paths=[s.path for s in samples],
         errors=list(errors),
-        targets=collate_rest(samples),
-        layout=samples[0].layout if samples else Layout("image"),
-        example_rest=samples[0].rest if samples else None,
+        targets=collate_rest([s if err is None else replace(s, rest=model.rest) for s, err in zip(samples, errors)]),
+        layout=model.layout if model else Layout("image"),
+        example_rest=model.rest if model else None,
         worker_span=(started, time.perf_counter()),
     )
 

@@ -80,7 +80,7 @@ class SampleReader:
         dataset: any map-style dataset (or the samples an iterable dataset yields,
             through :meth:`convert`).
         image_key: which element (int, for tuple samples; default 0) or key (for
-            dict samples; default ``"image"``) holds the image.
+            dict samples; default: see :func:`find_image_field`) holds the image.
 
     Example:
         >>> from gpuaug.sources import SampleReader
@@ -112,10 +112,11 @@ class SampleReader:
     def convert(self, item: Any, index: int) -> RawSample:
         """Split one sample into its image field and the rest."""
         if isinstance(item, dict):
-            key = "image" if self.image_key is None else self.image_key
+            key = find_image_field(item) if self.image_key is None else self.image_key
             if key not in item:
-                raise KeyError(f"sample {index} has no image key {key!r} (keys: {list(item)}); "
-                               "pass image_key= to gpuaug.DataLoader")
+                # A bad sample like an unreadable file (named, then raised, skipped or
+                # replaced by ``on_error``), not a bare KeyError out of a worker.
+                return RawSample(index, rest=item, layout=Layout("mapping", key), error=_missing_field(item, key))
             rest = {k: v for k, v in item.items() if k != key}
             layout = Layout("mapping", key)
             value = item[key]
@@ -133,6 +134,37 @@ class SampleReader:
             rest, layout, value = None, Layout("image"), item
         raw = RawSample(index, rest=rest, layout=layout)
         return _fill_image(raw, value)
+
+
+#: Field names taken as the image of a dict sample when no ``image_key`` is given, in
+#: this order of preference: ``"image"`` (Hugging Face), then the file extensions under
+#: which WebDataset-style tar shards store images (``"jpg"`` for ``key.jpg``...).
+IMAGE_FIELDS = ("image", "img", "jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff", "ppm", "pgm", "pnm")
+
+
+def find_image_field(item: dict) -> str:
+    """The image field of a dict sample: the first of :data:`IMAGE_FIELDS` it has.
+
+    Only whole field names count (``"seg.png"``, a mask, is not the image). Returns
+    ``"image"`` when none is present, so the error names the usual key.
+
+    Example:
+        >>> from gpuaug.sources import find_image_field
+        >>> find_image_field({"__key__": "a/x", "jpg": b"...", "seg.png": b"...", "cls": b"3"})
+        'jpg'
+    """
+    return next((name for name in IMAGE_FIELDS if name in item), "image")
+
+
+def _missing_field(item: dict, key) -> str:
+    fields = sorted((k for k in item if not str(k).startswith("__")), key=str)
+    if not fields:
+        have = "no fields at all"
+    else:
+        have = "its fields: " + ", ".join(repr(k) for k in fields)
+    guessed = " (none of the image fields looked for by extension: " + ", ".join(IMAGE_FIELDS) + ")"
+    return (f"no image field {key!r}{guessed if key == 'image' else ''}; {have}; "
+            "pass image_key= to gpuaug.DataLoader to name the image field")
 
 
 def _load_path(raw: RawSample) -> RawSample:

@@ -262,3 +262,42 @@ def test_rank_from_torch_distributed_reaches_spawned_workers(shard_pattern, monk
     assert {s["__index__"][0] for s in shards} == {1, 3}
     loader = TorchDataLoader(shards, batch_size=None, num_workers=2, multiprocessing_context="spawn")
     assert {s["__index__"][0] for s in loader} == {1, 3}
+
+
+def test_loader_finds_the_image_field_by_extension(shard_pattern):
+    """No image_key: the ``jpg`` member is the image (not a KeyError from a worker)."""
+    loader = gpuaug.DataLoader(TarShards(shard_pattern), batch_size=5, num_workers=2, device="cpu",
+                               transform=T.Compose([T.CenterCrop(12)]), seed=0)
+    labels = []
+    for batch in loader:
+        assert batch["jpg"].shape[1:] == (3, 12, 12) and batch["jpg"].dtype == torch.uint8
+        labels += [decode_label(v) for v in batch["cls"]]
+    assert sorted(labels) == ALL_LABELS
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_sample_without_an_image_field_is_a_named_bad_sample(tmp_path, workers):
+    jpeg = encode(photo_like(20, 24, seed=1), quality=90)
+    members = [("a/x0.jpg", jpeg), ("a/x0.cls", b"0"), ("a/x1.txt", b"caption only"), ("a/x1.cls", b"1"),
+               ("a/x2.jpg", jpeg), ("a/x2.cls", b"2")]
+    path = str(write_tar(tmp_path / "one.tar", members))
+
+    def loader(on_error, image_key=None):
+        return gpuaug.DataLoader(TarShards(path), batch_size=3, num_workers=workers, device="cpu",
+                                 transform=T.Compose([T.CenterCrop(8)]), on_error=on_error, image_key=image_key)
+
+    with pytest.raises(gpuaug.BadSampleError) as caught:
+        list(loader("raise"))
+    message = str(caught.value)
+    assert f"{path}:a/x1" in message                                  # names the sample: shard and key
+    assert "no image field 'image'" in message and "'cls', 'txt'" in message and "jpg" in message
+    assert caught.value.sample.index == 1                             # (shard 0, position 1)
+
+    skipping = loader("skip")
+    with pytest.warns(UserWarning):
+        batches = list(skipping)
+    assert [decode_label(v) for v in batches[0]["cls"]] == [0, 2] and batches[0]["jpg"].shape == (2, 3, 8, 8)
+    assert [b.path for b in skipping.bad_samples] == [f"{path}:a/x1"]
+
+    with pytest.raises(gpuaug.BadSampleError, match="no image field 'png'.*'cls', 'jpg'"):
+        list(loader("raise", image_key="png"))                        # a wrong key: each sample says what it has
