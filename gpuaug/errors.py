@@ -16,6 +16,11 @@ class BadSample:
         index: the sample's dataset index (or its running position for an iterable dataset).
         path: the file it came from, when known.
         reason: what went wrong, in words.
+
+    Example:
+        >>> from gpuaug import BadSample
+        >>> BadSample(12, "train/cat/1.jpg", "truncated JPEG").describe()
+        'sample 12 (train/cat/1.jpg): truncated JPEG'
     """
 
     index: int
@@ -32,6 +37,15 @@ class BadSampleError(RuntimeError):
 
     The message names the dataset index, the path when known, and the reason.
     ``err.sample`` holds the :class:`BadSample`.
+
+    Example:
+        >>> import gpuaug
+        >>> loader = gpuaug.DataLoader([(b"not an image", 0)], batch_size=1, device="cpu")
+        >>> try:
+        ...     next(iter(loader))
+        ... except gpuaug.BadSampleError as e:
+        ...     print(e.sample.index, "|", e)
+        0 | bad image in sample 0: ...
     """
 
     def __init__(self, sample: BadSample):
@@ -52,4 +66,15 @@ class FusedUnavailable(RuntimeError):
 
     Raised by the fused backends and the GPU decoders; the loader falls back to the torch
     reference (or the CPU decoder) with a warning unless that path was asked for explicitly.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import FusedUnavailable
+        >>> from gpuaug.fused import cuda_backend
+        >>> try:
+        ...     backend = cuda_backend("cuda")
+        ... except FusedUnavailable as e:
+        ...     backend = None                    # no GPU or no CuPy here: the reference runs instead
+        >>> backend is None or backend.name == "cuda"
+        True
     """

@@ -27,7 +27,17 @@ from .timeline import STAGES, Span
 
 @dataclass
 class Profile:
-    """The spans of a profiled run and what they add up to."""
+    """The spans of a profiled run and what they add up to.
+
+    Example:
+        >>> import torch, gpuaug
+        >>> from gpuaug import transforms as T
+        >>> dataset = [(torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8), 0) for _ in range(8)]
+        >>> loader = gpuaug.DataLoader(dataset, batch_size=4, device="cpu", transform=T.RandomResizedCrop(32))
+        >>> report = gpuaug.profile(loader, batches=2)
+        >>> report.batches, report.images, "decode" in report.ms_per_batch, report.images_per_s > 0
+        (2, 8, True, True)
+    """
 
     spans: list[Span]
     wall_seconds: float
@@ -103,6 +113,15 @@ def profile(loader, batches: int = 20) -> Profile:
 
     On CUDA each stage waits for the device while profiling, so device time lands in the
     right stage (the run itself is then less overlapped than without profiling).
+
+    Example:
+        >>> import torch, gpuaug
+        >>> from gpuaug import transforms as T
+        >>> dataset = [(torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8), 0) for _ in range(8)]
+        >>> loader = gpuaug.DataLoader(dataset, batch_size=4, device="cpu", transform=T.RandomResizedCrop(32))
+        >>> report = gpuaug.profile(loader, batches=2)
+        >>> print(report.hint())                                    # the bottleneck, in words
+        the ... is the bottleneck ...
     """
     timeline = loader.timeline
     timeline.clear()

@@ -26,6 +26,7 @@ from .sources import Layout, RawSample
 from .targets import collate_targets, has_spatial_targets, transform_targets
 from .timeline import DISABLED
 from .transforms import Compose
+from .webdataset import decode_label
 
 ON_ERROR = ("raise", "skip", "resample")
 #: Stream of the counter-based generator reserved for choosing replacement samples.
@@ -184,12 +185,16 @@ class DeviceStage:
         """Run the label-mixing ops (MixUp, CutMix) on the batch and its labels.
 
         The labels are the sample's first other field (tuple samples) or its ``label``,
-        ``labels``, ``target`` or ``cls`` entry (dict samples).
+        ``labels``, ``target`` or ``cls`` entry (dict samples). Tar shards' ``.cls``
+        members arrive as bytes: they are read as integer classes first.
         """
         if not isinstance(images, torch.Tensor):
             raise ValueError("MixUp/CutMix need images of one size: put a crop/resize before them")
         where = _label_slot(layout, targets)
-        labels = targets[where].to(images.device)
+        labels = targets[where]
+        if isinstance(labels, (list, tuple)) and labels and isinstance(labels[0], (bytes, str)):
+            labels = torch.tensor([decode_label(v) for v in labels])
+        labels = labels.to(images.device)
         for mixer in self.transform.label_mixers:
             images, labels = mixer(images, labels, seed=self.seed, epoch=epoch, indices=indices)
         targets = dict(targets) if isinstance(targets, dict) else list(targets)

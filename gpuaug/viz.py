@@ -233,6 +233,16 @@ def show_replay(loader, indices: Sequence[int], epoch: int | None = None):
 
     Uses ``loader.replay`` (the counter-based generator makes it exact) and the loader's
     own reader and decoder for the originals. Returns the Figure (2 rows).
+
+    Example:
+        >>> import torch, gpuaug
+        >>> from gpuaug import transforms as T
+        >>> dataset = [(torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8), 0) for _ in range(4)]
+        >>> loader = gpuaug.DataLoader(dataset, batch_size=2, device="cpu", seed=0,
+        ...                            transform=T.Compose([T.RandomResizedCrop(32), T.ColorJitter(0.4)]))
+        >>> fig = gpuaug.show_replay(loader, [0, 3], epoch=0)       # fig.savefig("replay.png") outside Jupyter
+        >>> len(fig.axes)                                       # one picture: originals above, replays below
+        1
     """
     from .pack import pack_batch
     from .rng import SampleKeys
@@ -300,6 +310,14 @@ def compare(images, pipelines: dict, seed: int = 0, mean=None, std=None):
         pipelines: ``{name: callable}``; gpuaug pipelines get ``seed=``, other callables
             (e.g. a torchvision v2 ``Compose``) are called per image.
         mean, std: to de-normalize float outputs for display.
+
+    Example:
+        >>> import torch, gpuaug
+        >>> from gpuaug import transforms as T
+        >>> images = torch.randint(0, 256, (2, 3, 24, 24), dtype=torch.uint8)
+        >>> fig = gpuaug.compare(images, {"weak": T.ColorJitter(0.2), "strong": T.ColorJitter(0.8)})
+        >>> len(fig.axes)                                           # 2 pipelines x 2 images
+        4
     """
     from .transforms import Compose, Transform
 

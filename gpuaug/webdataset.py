@@ -327,6 +327,43 @@ class TarShards(IterableDataset):
                 f"keys={sorted(self.keys) if self.keys else None}, handler={self.handler!r})")
 
 
+class WebDataset(TarShards):
+    """:class:`TarShards` under the name users of the ``webdataset`` package look for.
+
+    The samples are the same as ``webdataset.WebDataset(urls)`` yields before any
+    ``.decode()``: one dict per sample with ``"__key__"``, ``"__url__"`` and each member's
+    raw ``bytes`` under its extension. Differences: ``shardshuffle`` is a flag (any true
+    value, an int included, shuffles the whole shard order each epoch from
+    ``(seed, epoch)``, with no buffer), ``handler`` is one of ``"raise"``, ``"warn"``,
+    ``"skip"``, shards are split over ``torch.distributed`` ranks by default (the
+    package refuses several nodes unless given a ``nodesplitter``), and there are no
+    ``.decode()`` / ``.to_tuple()`` stages: :class:`gpuaug.DataLoader` decodes and
+    augments the image field on the device, and the batch keeps the dict's keys.
+
+    Args:
+        urls: as for :class:`TarShards`.
+        shardshuffle: shuffle the shard order every epoch.
+        **kwargs: the other arguments of :class:`TarShards` (``seed``, ``keys``,
+            ``handler``, ``rank``, ``world_size``).
+
+    Example:
+        >>> import io, os, tarfile, tempfile
+        >>> import gpuaug
+        >>> path = os.path.join(tempfile.mkdtemp(), "shard-0.tar")
+        >>> with tarfile.open(path, "w") as tar:
+        ...     for name, value in (("a.cls", b"3"), ("b.cls", b"5")):
+        ...         info = tarfile.TarInfo(name); info.size = len(value)
+        ...         tar.addfile(info, io.BytesIO(value))
+        >>> [(s["__key__"], s["cls"]) for s in gpuaug.WebDataset(path, shardshuffle=True)]
+        [('a', b'3'), ('b', b'5')]
+    """
+
+    def __init__(self, urls, *, shardshuffle: bool | int | None = False, **kwargs):
+        if "shuffle_shards" in kwargs:
+            raise TypeError("WebDataset takes shardshuffle= (TarShards calls it shuffle_shards=)")
+        super().__init__(urls, shuffle_shards=bool(shardshuffle), **kwargs)
+
+
 def _as_shard_list(urls) -> list:
     """Paths (str), path-likes and file objects of ``urls``, braces expanded."""
     if isinstance(urls, (str, os.PathLike)) or hasattr(urls, "read"):

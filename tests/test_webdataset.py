@@ -301,3 +301,15 @@ def test_sample_without_an_image_field_is_a_named_bad_sample(tmp_path, workers):
 
     with pytest.raises(gpuaug.BadSampleError, match="no image field 'png'.*'cls', 'jpg'"):
         list(loader("raise", image_key="png"))                        # a wrong key: each sample says what it has
+
+
+def test_mixup_reads_cls_bytes_as_classes(shard_pattern):
+    transform = T.Compose([T.CenterCrop(12), T.ToDtype(torch.float32, scale=True), T.MixUp(alpha=1.0, num_classes=20)])
+    loader = gpuaug.DataLoader(TarShards(shard_pattern), batch_size=5, device="cpu", transform=transform, seed=3)
+    for batch in loader:
+        soft = batch["cls"]
+        assert soft.shape == (5, 20) and torch.allclose(soft.sum(1), torch.ones(5), atol=1e-6)
+        shard, position = batch["__index__"]
+        own = (PER_SHARD * shard + position).tolist()          # the fixture's label of each sample
+        # Each row's weight sits on its own class and its partner's: nowhere else.
+        assert all(soft[b, own[b]] > 0 and (soft[b] > 0).sum() <= 2 for b in range(5))

@@ -26,7 +26,16 @@ _WARP_MODES = ("nearest", "bilinear")
 
 @dataclass
 class WarpParams:
-    """Per-sample projective maps (``[B, 3, 3]`` float64) from output pixel to source pixel."""
+    """Per-sample projective maps (``[B, 3, 3]`` float64) from output pixel to source pixel.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> T.RandomRotation(30).draw_params(torch.zeros(1, 3, 32, 48), seed=0).matrix
+        tensor([[[ 0.9944,  0.1055, -1.5044],
+                 [-0.1055,  0.9944,  2.5663],
+                 [ 0.0000,  0.0000,  1.0000]]], dtype=torch.float64)
+    """
 
     matrix: torch.Tensor
 

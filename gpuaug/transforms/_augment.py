@@ -201,7 +201,14 @@ def adjust_sharpness(x: torch.Tensor, factor: torch.Tensor, bound: float) -> tor
 
 @dataclass
 class ApplyParams:
-    """Which samples the op applies to."""
+    """Which samples the op applies to.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> T.RandomInvert(0.5).draw_params(torch.zeros(4, 3, 8, 8), seed=0)
+        ApplyParams(apply=tensor([ True, False,  True, False]))
+    """
 
     apply: torch.Tensor  # [B] bool
 
@@ -401,7 +408,14 @@ class RandomAdjustSharpness(_RandomApply):
 
 @dataclass
 class BlurParams:
-    """Per-sample standard deviation of the Gaussian (the same along x and y)."""
+    """Per-sample standard deviation of the Gaussian (the same along x and y).
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> T.GaussianBlur(5, (0.1, 2.0)).draw_params(torch.zeros(4, 3, 8, 8), seed=0)
+        BlurParams(sigma=tensor([0.8582, 1.9473, 0.1370, 1.5960]))
+    """
 
     sigma: torch.Tensor  # [B] float32
 
@@ -464,7 +478,15 @@ class GaussianBlur(Transform):
 
 @dataclass
 class EraseParams:
-    """Per-sample box to erase; ``apply`` is False where p said no or no box fitted."""
+    """Per-sample box to erase; ``apply`` is False where p said no or no box fitted.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> params = T.RandomErasing(1.0).draw_params(torch.zeros(2, 3, 32, 48), seed=0)
+        >>> params.apply, params.top, params.left, params.height, params.width
+        (tensor([True, True]), tensor([1, 4]), tensor([0, 8]), tensor([31, 23]), tensor([14,  9]))
+    """
 
     apply: torch.Tensor        # [B] bool
     top: torch.Tensor          # [B] int64

@@ -247,7 +247,19 @@ def apply_per_sample_ops(x: torch.Tensor, ops: torch.Tensor, magnitudes: torch.T
 @dataclass
 class AutoAugmentParams:
     """Each sample's op sequence: ``ops[b, s]`` indexes :data:`OPS` (Identity where a
-    step does nothing) and ``magnitudes[b, s]`` is its signed magnitude."""
+    step does nothing) and ``magnitudes[b, s]`` is its signed magnitude.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> params = T.RandAugment(2, 9).draw_params(torch.zeros(2, 3, 8, 8), seed=0)
+        >>> from gpuaug.transforms._auto import OPS
+        >>> [[OPS[k] for k in row] for row in params.ops.tolist()]
+        [['Rotate', 'AutoContrast'], ['Equalize', 'Rotate']]
+        >>> params.magnitudes            # signed, in torchvision's units (degrees for Rotate)
+        tensor([[ 9.,  0.],
+                [ 0., -9.]])
+    """
 
     ops: torch.Tensor         # [B, steps] int64
     magnitudes: torch.Tensor  # [B, steps] float32
@@ -432,7 +444,15 @@ class AutoAugment(_AutoAugmentBase):
 @dataclass
 class AugMixParams:
     """Per sample: ``mixture_width`` chains of ops (Identity past the chain's depth) and the
-    mixing weights ``[original, chain 1, ..., chain W]`` (they sum to 1)."""
+    mixing weights ``[original, chain 1, ..., chain W]`` (they sum to 1).
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> params = T.AugMix().draw_params(torch.zeros(1, 3, 8, 8), seed=0)
+        >>> params.ops.shape, round(params.weights.sum().item(), 6)    # 3 chains of up to 3 ops; weights
+        (torch.Size([1, 3, 3]), 1.0)
+    """
 
     ops: torch.Tensor         # [B, width, depth] int64
     magnitudes: torch.Tensor  # [B, width, depth] float32

@@ -50,6 +50,19 @@ class ParamContext:
         position: this op's position in the flattened pipeline (part of the RNG counter).
         sizes: ``[B, 2]`` int64 (height, width) of each sample at this op's input.
         channels: number of channels at this op's input.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> class RandomDim(T.Transform):            # scales each image by its own factor in [0.5, 1)
+        ...     def make_params(self, ctx: T.ParamContext) -> torch.Tensor:
+        ...         return 0.5 + 0.5 * ctx.uniform(1)[:, 0]      # [B]: this op's own draws
+        ...     def apply(self, state: T.ImageState, factors: torch.Tensor) -> T.ImageState:
+        ...         return T.ImageState([im.float() * f for im, f in zip(state.as_list(), factors)], state.dtype)
+        >>> images = torch.full((3, 3, 4, 4), 200, dtype=torch.uint8)
+        >>> out = RandomDim()(images, seed=0)
+        >>> out.dtype, bool((out[:, :, 0, 0] <= 200).all()), torch.equal(out, RandomDim()(images, seed=0))
+        (torch.uint8, True, True)
     """
 
     keys: SampleKeys
@@ -77,6 +90,13 @@ class ImageState:
         dtype: the logical dtype the user would see now (``torch.uint8`` until a
             ``ToDtype``); it fixes the value range (255 for uint8, 1.0 for floats)
             and the dtype of the final output.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> state = T.ImageState([torch.zeros(3, 4, 6, dtype=torch.uint8), torch.zeros(3, 5, 5, dtype=torch.uint8)])
+        >>> state.batch_size, state.bound, state.dense() is None     # ragged: no dense view
+        (2, 255.0, True)
     """
 
     images: Images
@@ -127,6 +147,16 @@ class Transform:
     and ``apply``. Calling a transform runs it alone as a one-op :class:`Compose`,
     which works on a ``[B, C, H, W]`` tensor or a list of ``[C, H, W]`` tensors,
     uint8 or float, on any device.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> class Halve(T.Transform):                # no random parameters, sizes unchanged
+        ...     def apply(self, state: T.ImageState, params) -> T.ImageState:
+        ...         return T.ImageState([im.float() * 0.5 for im in state.as_list()], state.dtype)
+        >>> Halve()(torch.full((1, 3, 2, 2), 201, dtype=torch.uint8))[0, 0]    # rounded once, at the end
+        tensor([[100, 100],
+                [100, 100]], dtype=torch.uint8)
     """
 
     #: True for ops that change per-sample sizes (they need ``output_sizes``).
@@ -156,6 +186,11 @@ class Transform:
                  indices: torch.Tensor | Sequence[int] | None = None, backend=None) -> Images:
         return Compose([self])(images, seed=seed, epoch=epoch, indices=indices, backend=backend)
 
+    def draw_params(self, images: Images, *, seed: int | None = None, epoch: int = 0,
+                    indices: torch.Tensor | Sequence[int] | None = None) -> Any:
+        """This op's parameters for ``images`` when run alone (see :meth:`Compose.draw_params`)."""
+        return Compose([self]).draw_params(images, seed=seed, epoch=epoch, indices=indices).per_op[0]
+
     def extra_repr(self) -> str:
         return ""
 
@@ -165,7 +200,19 @@ class Transform:
 
 @dataclass
 class PipelineParams:
-    """Everything a batch's augmentation depends on: replaying these replays it."""
+    """Everything a batch's augmentation depends on: replaying these replays it.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> pipe = T.Compose([T.RandomResizedCrop(8), T.RandomHorizontalFlip()])
+        >>> params = pipe.draw_params(torch.zeros(4, 3, 20, 30, dtype=torch.uint8), seed=0)
+        >>> params.input_sizes[0].tolist(), params.output_sizes[0].tolist(), len(params.per_op)
+        ([20, 30], [8, 8], 2)
+        >>> flips = params.per_op[1].apply
+        >>> params.select(torch.tensor([0, 2])).per_op[1].apply.tolist() == [flips[0], flips[2]]
+        True
+    """
 
     keys: SampleKeys
     input_sizes: torch.Tensor                       # [B, 2] sizes before the first op
@@ -340,6 +387,37 @@ class Compose(Transform):
     def apply(self, state: ImageState, params: Any) -> ImageState:
         raise TypeError("Compose is flattened into its parent; call it instead")
 
+    def draw_params(self, images: Images, *, seed: int | None = None, epoch: int = 0,
+                    indices: torch.Tensor | Sequence[int] | None = None) -> PipelineParams:
+        """Draw the parameters the pipeline would render on ``images`` (no pixel is touched).
+
+        The arguments are those of :meth:`__call__`; ``apply_params(images, params)``
+        then renders exactly what ``self(images, ...)`` returns. Only the images' sizes,
+        channels and device are read.
+
+        Example:
+            >>> import torch
+            >>> from gpuaug import transforms as T
+            >>> pipe = T.Compose([T.RandomResizedCrop(16), T.RandomHorizontalFlip()])
+            >>> images = torch.zeros(3, 3, 40, 60, dtype=torch.uint8)
+            >>> params = pipe.draw_params(images, seed=0)
+            >>> [type(p).__name__ for p in params.per_op], params.output_sizes.tolist()
+            (['CropParams', 'FlipParams'], [[16, 16], [16, 16], [16, 16]])
+            >>> torch.equal(pipe.apply_params(images, params), pipe(images, seed=0))
+            True
+        """
+        device = images.device if isinstance(images, torch.Tensor) else (
+            images[0].device if images else torch.device("cpu"))
+        n = len(images)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, ()).item())
+        idx = torch.arange(n) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
+        if idx.shape != (n,):
+            raise ValueError(f"indices must have one entry per image ({n}), got shape {tuple(idx.shape)}")
+        sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64).reshape(n, 2)
+        channels = images.shape[1] if isinstance(images, torch.Tensor) else (images[0].shape[0] if n else 3)
+        return self.make_pipeline_params(SampleKeys(seed, epoch, idx.to(device)), sizes.to(device), channels)
+
     def __call__(self, images: Images, *, seed: int | None = None, epoch: int = 0,
                  indices: torch.Tensor | Sequence[int] | None = None, backend=None) -> Images:
         """Augment a batch standalone.
@@ -357,18 +435,7 @@ class Compose(Transform):
                             "or let gpuaug.DataLoader apply them")
         if isinstance(images, torch.Tensor) and images.dim() == 3:
             return self(images[None], seed=seed, epoch=epoch, indices=indices, backend=backend)[0]
-        device = images.device if isinstance(images, torch.Tensor) else (
-            images[0].device if images else torch.device("cpu"))
-        n = len(images)
-        if seed is None:
-            seed = int(torch.randint(0, 2**62, ()).item())
-        idx = torch.arange(n) if indices is None else torch.as_tensor(indices, dtype=torch.int64)
-        if idx.shape != (n,):
-            raise ValueError(f"indices must have one entry per image ({n}), got shape {tuple(idx.shape)}")
-        sizes = torch.tensor([list(im.shape[-2:]) for im in images], dtype=torch.int64).reshape(n, 2)
-        channels = images.shape[1] if isinstance(images, torch.Tensor) else (images[0].shape[0] if n else 3)
-        keys = SampleKeys(seed, epoch, idx.to(device))
-        params = self.make_pipeline_params(keys, sizes.to(device), channels)
+        params = self.draw_params(images, seed=seed, epoch=epoch, indices=indices)
         return self.apply_params(images, params, backend=backend)
 
 

@@ -101,6 +101,16 @@ class ColorJitterParams:
 
     A factor tensor is ``None`` when that adjustment is disabled. ``order[b]`` is a
     permutation of (0 brightness, 1 contrast, 2 saturation, 3 hue).
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> params = T.ColorJitter(0.4, 0.4, 0.4, 0.1).draw_params(torch.zeros(2, 3, 8, 8), seed=0)
+        >>> params.brightness, params.hue
+        (tensor([0.9192, 1.3778]), tensor([ 0.0211, -0.0926]))
+        >>> params.order        # 0 brightness, 1 contrast, 2 saturation, 3 hue
+        tensor([[1, 0, 3, 2],
+                [1, 2, 3, 0]])
     """
 
     brightness: torch.Tensor | None  # [B] float32
@@ -218,6 +228,15 @@ class Grayscale(Transform):
 
 @dataclass
 class GrayscaleParams:
+    """Which samples become grayscale.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> T.RandomGrayscale(0.5).draw_params(torch.zeros(4, 3, 8, 8), seed=0)
+        GrayscaleParams(apply=tensor([ True, False,  True, False]))
+    """
+
     apply: torch.Tensor  # [B] bool
 
 

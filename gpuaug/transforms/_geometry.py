@@ -101,7 +101,15 @@ def extract_region(img: torch.Tensor, top: int, left: int, height: int, width: i
 
 @dataclass
 class CropParams:
-    """Per-sample crop windows, in input pixel coordinates (may reach outside)."""
+    """Per-sample crop windows, in input pixel coordinates (may reach outside).
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> images = torch.zeros(4, 3, 32, 48, dtype=torch.uint8)
+        >>> T.RandomResizedCrop(16).draw_params(images, seed=0)
+        CropParams(top=tensor([1, 4, 0, 1]), left=tensor([ 2,  4, 11, 23]), height=tensor([23, 22, 14, 30]), width=tensor([29, 28, 11, 23]))
+    """
 
     top: torch.Tensor     # [B] int64
     left: torch.Tensor    # [B] int64
@@ -252,7 +260,14 @@ def resized_output_size(height: int, width: int, size, max_size: int | None) -> 
 
 @dataclass
 class SizeParams:
-    """Per-sample output sizes of a deterministic resize."""
+    """Per-sample output sizes of a deterministic resize.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> T.Resize(16).draw_params(torch.zeros(2, 3, 32, 48), seed=0)
+        SizeParams(height=tensor([16, 16]), width=tensor([24, 24]))
+    """
 
     height: torch.Tensor  # [B] int64
     width: torch.Tensor   # [B] int64
@@ -451,7 +466,14 @@ def _parse_padding(padding) -> tuple[int, int, int, int]:
 
 @dataclass
 class FlipParams:
-    """Per-sample flip decisions."""
+    """Per-sample flip decisions.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> T.RandomHorizontalFlip().draw_params(torch.zeros(4, 3, 8, 8), seed=0)
+        FlipParams(apply=tensor([ True, False,  True, False]))
+    """
 
     apply: torch.Tensor  # [B] bool
 

@@ -19,7 +19,15 @@ from ._base import ImageState, ParamContext, Transform
 
 @dataclass
 class KorniaParams:
-    """The seed Kornia's sampling runs under for this batch."""
+    """The seed Kornia's sampling runs under for this batch.
+
+    Example:
+        >>> import kornia, torch
+        >>> from gpuaug import transforms as T
+        >>> op = T.Kornia(kornia.augmentation.RandomGaussianBlur((5, 5), (0.1, 2.0), p=0.5))
+        >>> op.draw_params(torch.zeros(2, 3, 8, 8), seed=0) == op.draw_params(torch.zeros(2, 3, 8, 8), seed=0)
+        True
+    """
 
     seed: int
 

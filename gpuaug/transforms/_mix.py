@@ -96,6 +96,14 @@ class MixParams:
     ``partner[b]`` is the row whose image and label sample ``b`` takes in; ``lam[b]`` is
     the weight of the sample's own label (for CutMix, the exact fraction of its own
     pixels kept). ``box`` holds CutMix's pasted region ``(x1, y1, x2, y2)``.
+
+    Example:
+        >>> import torch
+        >>> from gpuaug import transforms as T
+        >>> from gpuaug.rng import SampleKeys
+        >>> params = T.CutMix(alpha=1.0).make_params(SampleKeys(0, 0, torch.arange(4)), height=32, width=32)
+        >>> sorted(params.partner.tolist()), params.box.shape     # a random cycle over the batch
+        ([0, 1, 2, 3], torch.Size([4, 4]))
     """
 
     partner: torch.Tensor            # [B] int64
