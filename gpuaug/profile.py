@@ -29,14 +29,17 @@ from .timeline import STAGES, Span
 class Profile:
     """The spans of a profiled run and what they add up to.
 
+    :func:`profile` makes one from a loader's run; it can also be built from spans:
+
     Example:
-        >>> import torch, gpuaug
-        >>> from gpuaug import transforms as T
-        >>> dataset = [(torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8), 0) for _ in range(8)]
-        >>> loader = gpuaug.DataLoader(dataset, batch_size=4, device="cpu", transform=T.RandomResizedCrop(32))
-        >>> report = gpuaug.profile(loader, batches=2)
-        >>> report.batches, report.images, "decode" in report.ms_per_batch, report.images_per_s > 0
-        (2, 8, True, True)
+        >>> from gpuaug.profile import Profile
+        >>> from gpuaug.timeline import Span
+        >>> spans = [Span("decode", 0, 0.0, 0.02), Span("other ops", 0, 0.02, 0.05), Span("consumer wait", 0, 0.0, 0.05)]
+        >>> report = Profile(spans, wall_seconds=0.05, batches=1, images=32, num_workers=2)
+        >>> {stage: round(ms, 1) for stage, ms in report.ms_per_batch.items()}, round(report.images_per_s)
+        ({'decode': 20.0, 'other ops': 30.0, 'consumer wait': 50.0}, 640)
+        >>> print(report.hint())
+        the device stage is the bottleneck (50.0 ms/batch: decode, parameters, fused stage, other ops); ...
     """
 
     spans: list[Span]
@@ -100,9 +103,9 @@ class Profile:
         ax.set_xlabel("seconds (colour: batch)")
         ax.set_title(self.hint(), fontsize=9)
         fig.tight_layout()
-        from .viz import _displayable
+        from .viz import displayable
 
-        return _displayable(fig)
+        return displayable(fig)
 
     def __repr__(self) -> str:
         return f"{self.table()}\nhint: {self.hint()}"
@@ -120,8 +123,10 @@ def profile(loader, batches: int = 20) -> Profile:
         >>> dataset = [(torch.randint(0, 256, (3, 40, 60), dtype=torch.uint8), 0) for _ in range(8)]
         >>> loader = gpuaug.DataLoader(dataset, batch_size=4, device="cpu", transform=T.RandomResizedCrop(32))
         >>> report = gpuaug.profile(loader, batches=2)
-        >>> print(report.hint())                                    # the bottleneck, in words
-        the ... is the bottleneck ...
+        >>> print(report.table())                                   # ms per stage; report.hint() says the bottleneck
+        stage                ms/batch  share of wall
+        ...
+        2 batches, ... images/s, 0 workers (worker time is per worker process)
     """
     timeline = loader.timeline
     timeline.clear()

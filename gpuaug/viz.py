@@ -189,17 +189,7 @@ def show(images, mean: Sequence[float] | None = None, std: Sequence[float] | Non
         >>> len(fig.axes)
         2
     """
-    fig = _figure(images, nrow, mean, std, labels, title)
-
-    def _repr_png_() -> bytes:     # Jupyter displays it once, without pyplot's global state
-        import io
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        return buf.getvalue()
-
-    fig._repr_png_ = _repr_png_
-    return fig
+    return displayable(_figure(images, nrow, mean, std, labels, title))
 
 
 def _normalize_of(transform):
@@ -287,10 +277,12 @@ def _stack_figures(top, bottom):
     ax = fig.add_axes([0, 0, 1, 1])
     ax.imshow(canvas)
     ax.axis("off")
-    return _displayable(fig)
+    return displayable(fig)
 
 
-def _displayable(fig):
+def displayable(fig):
+    """Let a matplotlib ``Figure`` show itself as a cell's output in Jupyter, once, without
+    pyplot's global state (figures made with ``matplotlib.figure.Figure`` lack this)."""
     def _repr_png_() -> bytes:
         import io
 

@@ -105,3 +105,34 @@ def test_warps_fuse_and_match_reference(dtype):
         worst, mean, _ = compare(pipe, images, host)
         assert host.launches - before == 4       # hpass, vpass, warp, color (contrast needs a sum)
         assert worst <= (2.0 if dtype == torch.uint8 else 0.02) and mean <= 0.05, (warp, worst, mean)
+
+
+@pytest.mark.parametrize("fill", [None, 0, 0.3, (0.1, 0.2, 0.3)])
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_fill_semantics_match_torchvision(fill, mode):
+    """None is plain zero padding; a number or a tuple is blended by coverage (so 0 != None)."""
+    images = batch()
+    out = check_op(T.RandomRotation(40, interpolation=mode, fill=fill), images, seed=3)
+    u = uniforms(3, 4, 1)
+    for b in range(4):
+        tv_fill = list(fill) if isinstance(fill, tuple) else fill
+        ref = TVF.rotate(images[b], float(-40 + 80 * u[b, 0]), interpolation=MODES[mode], fill=tv_fill)
+        assert (out[b] - ref).abs().max() < 1e-4
+
+
+def test_fill_none_and_zero_differ_on_the_border_like_torchvision():
+    images = batch(n=1)
+    none, zero = (T.RandomRotation((30, 30), interpolation="bilinear", fill=f)(images, seed=0) for f in (None, 0))
+    tv_none, tv_zero = (TVF.rotate(images[0], 30.0, interpolation=MODES["bilinear"], fill=f) for f in (None, 0))
+    assert (tv_none - tv_zero).abs().max() > 0.05                      # the oracle itself tells them apart
+    assert (none[0] - tv_none).abs().max() < 1e-4 and (zero[0] - tv_zero).abs().max() < 1e-4
+
+
+def test_fill_none_warp_takes_the_reference_in_a_fused_pipeline():
+    pipe = T.Compose([T.RandomResizedCrop(24), T.RandomRotation(30, interpolation="bilinear", fill=None),
+                      T.ToDtype(torch.float32, scale=True)])
+    assert [s.fused for s in plan_segments(pipe.transforms)] == [True, False, True]
+    u8 = (batch() * 255).round().to(torch.uint8)
+    host = HostBackend.get()
+    fused, reference = pipe(u8, seed=4, backend=host), pipe(u8, seed=4)
+    assert (fused - reference).abs().max() < 1e-4

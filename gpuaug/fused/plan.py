@@ -40,7 +40,9 @@ def _kind(op: Transform) -> str | None:
     if isinstance(op, (_geometry.CenterCrop, _affine.RandomZoomOut)):
         return "crop"
     if isinstance(op, (_affine.RandomAffine, _affine.RandomPerspective)):
-        return "warp"
+        # The kernel always blends a fill by coverage; fill=None (plain zero padding) is
+        # the reference's alone.
+        return "warp" if op.fill is not None else None
     if isinstance(op, (_geometry.RandomHorizontalFlip, _geometry.RandomVerticalFlip)):
         return "flip"
     if isinstance(op, _color.ColorJitter):

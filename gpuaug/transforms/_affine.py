@@ -2,9 +2,9 @@
 
 Every warp is one 3x3 projective matrix per sample that maps an output pixel index
 ``(x, y, 1)`` to a continuous source pixel coordinate (pixel centres at integers). The
-reference samples it with ``grid_sample`` (align_corners=False, zeros outside) and
-blends the fill with torchvision's rule (the coverage mask is interpolated like a
-fourth channel); the fused kernel composes the same matrix with the flips around it.
+reference samples it with :func:`._warp.warp_images` (``grid_sample``, align_corners=False,
+torchvision's fill rule); the fused kernel composes the same matrix with the flips
+around it.
 Parameters follow torchvision v2's sampling, drawn per sample.
 
 ``RandomZoomOut`` is a crop window larger than the image (the outside filled), so it
@@ -13,13 +13,12 @@ fuses with the other crops.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ._base import ImageState, ParamContext, Transform
 from ._geometry import CropParams, _crop_each, crop_points, interpolation_mode
+from ._warp import fill_values, inverse_affine, pixel_frame, warp_images
 
 _WARP_MODES = ("nearest", "bilinear")
 
@@ -40,66 +39,6 @@ class WarpParams:
     matrix: torch.Tensor
 
 
-def _pixel_frame(height: torch.Tensor, width: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Matrices from pixel indices to coordinates centred on the image, and back.
-
-    torchvision's affine works in coordinates centred on the image (pixel ``j`` is at
-    ``j - w/2 + 0.5``); grid_sample with align_corners=False maps them back the same way.
-    """
-    n = height.shape[0]
-    to_centre = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
-    to_centre[:, 0, 2] = -width.double() / 2 + 0.5
-    to_centre[:, 1, 2] = -height.double() / 2 + 0.5
-    from_centre = torch.eye(3, dtype=torch.float64).repeat(n, 1, 1)
-    from_centre[:, 0, 2] = width.double() / 2 - 0.5
-    from_centre[:, 1, 2] = height.double() / 2 - 0.5
-    return to_centre, from_centre
-
-
-def inverse_affine(angle, translate_x, translate_y, scale, shear_x, shear_y, center_x, center_y) -> torch.Tensor:
-    """``[B, 3, 3]`` map from output to input, in centred coordinates (torchvision's affine model).
-
-    The forward map is ``T(translate) . C . R(angle) . Sh(shear) . S(scale) . C^-1``
-    (angles in degrees, clockwise rotation of the image for positive angles as in
-    torchvision); this returns its inverse, which is what sampling needs.
-    """
-    rot, sx, sy = (torch.deg2rad(v.double()) for v in (angle, shear_x, shear_y))
-    # Rotation combined with shear, without scale (determinant 1).
-    a = torch.cos(rot - sy) / torch.cos(sy)
-    b = -torch.cos(rot - sy) * torch.tan(sx) / torch.cos(sy) - torch.sin(rot)
-    c = torch.sin(rot - sy) / torch.cos(sy)
-    d = -torch.sin(rot - sy) * torch.tan(sx) / torch.cos(sy) + torch.cos(rot)
-    scale = scale.double()
-    m = torch.zeros(a.shape[0], 3, 3, dtype=torch.float64)
-    m[:, 0, 0], m[:, 0, 1] = d / scale, -b / scale
-    m[:, 1, 0], m[:, 1, 1] = -c / scale, a / scale
-    m[:, 2, 2] = 1.0
-    cx, cy, tx, ty = (v.double() for v in (center_x, center_y, translate_x, translate_y))
-    # Undo the translation and the centre shift before the inverse linear part, redo the centre after.
-    m[:, 0, 2] = m[:, 0, 0] * (-cx - tx) + m[:, 0, 1] * (-cy - ty) + cx
-    m[:, 1, 2] = m[:, 1, 0] * (-cx - tx) + m[:, 1, 1] * (-cy - ty) + cy
-    return m
-
-
-def warp_images(x: torch.Tensor, matrix: torch.Tensor, mode: str, fill) -> torch.Tensor:
-    """Sample ``x`` ``[B, C, H, W]`` (float) at ``matrix @ (j, i, 1)`` for every output pixel."""
-    n, c, h, w = x.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64),
-                            indexing="ij")
-    pix = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, -1, 3)          # [1, HW, 3]
-    src = pix @ matrix.to(torch.float64).transpose(1, 2)                                # [B, HW, 3]
-    sx, sy = src[..., 0] / src[..., 2], src[..., 1] / src[..., 2]
-    grid = torch.stack([(2 * sx + 1) / w - 1, (2 * sy + 1) / h - 1], dim=-1).reshape(n, h, w, 2)
-    with_mask = torch.cat([x, torch.ones_like(x[:, :1])], dim=1)
-    out = F.grid_sample(with_mask, grid.to(x.dtype).to(x.device), mode=mode, padding_mode="zeros",
-                        align_corners=False)
-    img, mask = out[:, :c], out[:, c:]
-    fill_img = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
-    if mode == "nearest":
-        return torch.where(mask < 0.5, fill_img.expand_as(img), img)
-    return (img - fill_img) * mask + fill_img
-
-
 class _Warp(Transform):
     """Base of the warp ops: interpolation, fill, and applying the matrices of ``make_params``."""
 
@@ -112,12 +51,10 @@ class _Warp(Transform):
         self.mode = mode
         if isinstance(fill, dict):
             raise TypeError("fill per type (dict) is not supported: give a number or a per-channel sequence")
-        self.fill = 0.0 if fill is None else fill
+        self.fill = fill          # None: zero padding, no coverage blend (torchvision's rule)
 
-    def fill_values(self, channels: int = 3) -> list[float]:
-        fill = self.fill if isinstance(self.fill, Sequence) else [self.fill]
-        fill = [float(v) for v in fill]
-        return fill * channels if len(fill) == 1 else fill
+    def fill_values(self, channels: int = 3) -> list[float] | None:
+        return fill_values(self.fill, channels)
 
     def forward_matrix(self, params: WarpParams, sizes) -> torch.Tensor:
         """The inverse of the sampling map, moved from pixel indices to edge coordinates."""
@@ -132,7 +69,7 @@ class _Warp(Transform):
         x = state.dense()
         if x is None:
             raise ValueError(f"{type(self).__name__} needs images of one size; put a crop/resize before it")
-        return ImageState(warp_images(x, params.matrix, self.mode, self.fill_values(x.shape[1])), state.dtype)
+        return ImageState(warp_images(x, params.matrix, self.mode, self.fill), state.dtype)
 
 
 def _range(value, name: str, center: float = 0.0):
@@ -217,7 +154,7 @@ class RandomAffine(_Warp):
         shear_y = _uniform(u[:, 5], *self.shear[2:]) if self.shear is not None else torch.zeros_like(angle)
         cx, cy = _centre(self.center, h, w)
         centred = inverse_affine(angle, tx, ty, scale, shear_x, shear_y, cx, cy)
-        to_centre, from_centre = _pixel_frame(h, w)
+        to_centre, from_centre = pixel_frame(h, w)
         return WarpParams(from_centre @ centred @ to_centre)
 
 
@@ -245,7 +182,7 @@ class RandomRotation(RandomAffine):
         zeros = torch.zeros_like(angle)
         cx, cy = _centre(self.center, h, w)
         centred = inverse_affine(angle, zeros, zeros, torch.ones_like(angle), zeros, zeros, cx, cy)
-        to_centre, from_centre = _pixel_frame(h, w)
+        to_centre, from_centre = pixel_frame(h, w)
         return WarpParams(from_centre @ centred @ to_centre)
 
 

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ..rng import bits_to_uniform, philox4x32, random_bits
 from ._base import ImageState, ParamContext, Transform, rows_where
-from ._geometry import _pair
+from ._geometry import size_pair
 
 
 def dense_batch(state: ImageState, op: str) -> torch.Tensor:
@@ -457,7 +457,7 @@ class GaussianBlur(Transform):
     """
 
     def __init__(self, kernel_size, sigma=(0.1, 2.0)):
-        self.kernel_size = _pair(kernel_size, "kernel_size")
+        self.kernel_size = size_pair(kernel_size, "kernel_size")
         if any(k <= 0 or k % 2 == 0 for k in self.kernel_size):
             raise ValueError("Kernel size value should be an odd and positive number.")
         self.sigma = _sigma_range(sigma)

@@ -10,8 +10,7 @@ chose: one batched call per op kind on the rows that picked it (``index_select``
 Geometric ops (ShearX/Y, TranslateX/Y, Rotate) are one affine map per sample,
 sampled with ``grid_sample`` as ``torchvision.transforms.v2.functional.affine`` does
 (shears about the top-left corner, translations truncated to whole pixels, rotation
-about the centre; ``fill=None`` keeps grid_sample's zero padding, a given fill uses the
-coverage mask). Color ops use the batched functionals of :mod:`._augment` and
+about the centre; outside the image, torchvision's fill rule: :mod:`._warp`). Color ops use the batched functionals of :mod:`._augment` and
 :mod:`._color` with per-sample factors; values stay float32 in the images' range.
 """
 from __future__ import annotations
@@ -20,14 +19,13 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from ._affine import _pixel_frame, inverse_affine
 from ._augment import (adjust_sharpness, autocontrast, dense_batch, equalize, invert, posterize,
                        solarize)
 from ._base import ImageState, ParamContext, Transform
 from ._color import adjust_brightness, adjust_saturation, luma
 from ._geometry import interpolation_mode
+from ._warp import inverse_affine, pixel_frame, warp_images
 from ._mix import GAMMA_DRAWS, sample_dirichlet
 
 OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness", "Color",
@@ -137,40 +135,6 @@ def signed_magnitudes(space: dict, names: Sequence[str], local_ops: torch.Tensor
 
 # -- the ops on a batch --------------------------------------------------------------------
 
-def _fill_values(fill, channels: int) -> list[float] | None:
-    if fill is None:
-        return None
-    values = [float(v) for v in fill] if isinstance(fill, Sequence) else [float(fill)]
-    return values * channels if len(values) == 1 else values
-
-
-def warp(x: torch.Tensor, matrix: torch.Tensor, mode: str, fill) -> torch.Tensor:
-    """Sample ``x`` at ``matrix @ (j, i, 1)`` for every output pixel ``(i, j)``.
-
-    Outside the image: ``fill=None`` keeps grid_sample's zero padding; otherwise the
-    coverage mask (sampled as an extra channel) picks the fill (nearest) or blends it
-    in (bilinear) -- torchvision's rule for tensors.
-    """
-    n, c, h, w = x.shape
-    # The grid is built where the images are (a [B, H, W, 2] host grid would have to be uploaded).
-    coords = dict(dtype=torch.float64, device=x.device)
-    ys, xs = torch.meshgrid(torch.arange(h, **coords), torch.arange(w, **coords), indexing="ij")
-    pixels = torch.stack([xs, ys, torch.ones_like(xs)], dim=-1).reshape(1, -1, 3)
-    src = pixels @ matrix.to(**coords).transpose(1, 2)
-    grid = torch.stack([(2 * src[..., 0] + 1) / w - 1, (2 * src[..., 1] + 1) / h - 1], dim=-1)
-    grid = grid.reshape(n, h, w, 2).to(x.dtype)
-    fill = _fill_values(fill, c)
-    if fill is None:
-        return F.grid_sample(x, grid, mode=mode, padding_mode="zeros", align_corners=False)
-    sampled = F.grid_sample(torch.cat([x, torch.ones_like(x[:, :1])], dim=1), grid, mode=mode,
-                            padding_mode="zeros", align_corners=False)
-    img, coverage = sampled[:, :c], sampled[:, c:]
-    fill_img = torch.tensor(fill, dtype=x.dtype, device=x.device).reshape(1, -1, 1, 1)
-    if mode == "nearest":
-        return torch.where(coverage < 0.5, fill_img, img)
-    return (img - fill_img) * coverage + fill_img
-
-
 def op_matrices(name: str, magnitude: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``[n, 3, 3]`` output-pixel -> source-pixel maps of a geometric op, per sample."""
     m = magnitude.detach().double().cpu()
@@ -189,7 +153,7 @@ def op_matrices(name: str, magnitude: torch.Tensor, height: int, width: int) -> 
         centred = inverse_affine(-m, zeros, zeros, ones, zeros, zeros, zeros, zeros)
     else:
         raise ValueError(f"{name} is not a geometric op")
-    to_centre, from_centre = _pixel_frame(h, w)
+    to_centre, from_centre = pixel_frame(h, w)
     return from_centre @ centred @ to_centre
 
 
@@ -223,7 +187,7 @@ def render_op(name: str, x: torch.Tensor, magnitude: torch.Tensor, bound: float,
     if name == "Identity":
         return x
     if name in _GEOMETRIC:
-        return warp(x, op_matrices(name, magnitude, *x.shape[-2:]), mode, fill)
+        return warp_images(x, op_matrices(name, magnitude, *x.shape[-2:]), mode, fill)
     return _COLOR_OPS[name](x, magnitude.to(device=x.device, dtype=torch.float32), bound)
 
 

@@ -33,7 +33,8 @@ def interpolation_mode(interpolation) -> str:
     return mode
 
 
-def _pair(size, name: str = "size") -> tuple[int, int]:
+def size_pair(size, name: str = "size") -> tuple[int, int]:
+    """``size`` as (height, width): an int is square, a 1-sequence too (torchvision's convention)."""
     if isinstance(size, int):
         return size, size
     size = tuple(int(s) for s in size)
@@ -187,7 +188,7 @@ class RandomResizedCrop(Transform):
 
     def __init__(self, size, scale=(0.08, 1.0), ratio=(3.0 / 4.0, 4.0 / 3.0),
                  interpolation="bilinear", antialias: bool | None = True):
-        self.size = _pair(size)
+        self.size = size_pair(size)
         if scale[0] > scale[1] or ratio[0] > ratio[1]:
             raise ValueError("scale and ratio should be of kind (min, max)")
         self.scale = (float(scale[0]), float(scale[1]))
@@ -351,7 +352,7 @@ class CenterCrop(Transform):
     geometric = True
 
     def __init__(self, size):
-        self.size = _pair(size)
+        self.size = size_pair(size)
 
     def extra_repr(self) -> str:
         return f"size={self.size}"
@@ -405,7 +406,7 @@ class RandomCrop(Transform):
 
     def __init__(self, size, padding=None, pad_if_needed: bool = False, fill=0,
                  padding_mode: str = "constant"):
-        self.size = _pair(size)
+        self.size = size_pair(size)
         if padding_mode not in ("constant", "edge", "reflect", "symmetric"):
             raise ValueError(f"padding_mode must be constant, edge, reflect or symmetric, got {padding_mode!r}")
         self.padding = _parse_padding(padding)
