@@ -3,6 +3,7 @@
 #   make venv   create/refresh .venv (re-installs when pyproject.toml changes)
 #   make demo   run the main job on the embedded sample dataset (ARGS="--epochs 3" to pass options)
 #   make test   run the whole test suite (ARGS="-k sample" to pass pytest options)
+#   make gpu-check  every CUDA check in its own process under a timeout -> gpu_report.json + .png
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.installed
 # dev extras pick a torch would download a different multi-GB build.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv demo test clean
+.PHONY: venv demo test gpu-check clean
 
 venv: $(STAMP)
 
@@ -28,6 +29,9 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider $(ARGS)
+
+gpu-check: venv
+	$(PY) -m gpuaug.selftest --report gpu_report.json --plot gpu_report.png $(ARGS)
 
 clean:
 	rm -rf build dist *.egg-info demo_output

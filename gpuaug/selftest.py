@@ -137,11 +137,11 @@ def run_static() -> bool:
     return ok
 
 
-def run_emulated() -> bool:
+def run_emulated(quick: bool = False) -> bool:
     from .fused import HostBackend
 
     print("host-emulated kernels vs torch reference")
-    return check_backend(HostBackend.get(), "cpu")
+    return check_backend(HostBackend.get(), "cpu", **(dict(count=6, max_width=600) if quick else {}))
 
 
 def run_cuda() -> bool:
@@ -184,53 +184,54 @@ def _encoded_dataset(n: int, fmt: str, seed: int = 0) -> list:
     return items
 
 
-def run_runtime() -> bool:
-    """GPU runtime checks: nvJPEG parity, GPU loader == CPU loader, overlap, flat memory, cleanup."""
-    import gc
-    import weakref
+# -- GPU runtime checks: one function a check, each returning (ok, what it measured) ------------
 
-    from . import DataLoader
+def check_nvjpeg() -> tuple[bool, dict]:
+    """nvJPEG vs libjpeg-turbo (TorchCodec's CPU decoder). IDCT implementations differ:
+    allowed mean |diff| <= 1 level and 99.9th percentile <= 8 levels."""
     from .decode import CpuDecoder
     from .device import CudaRuntime
     from .headers import read_header
 
-    ok = True
-    # 1. nvJPEG vs libjpeg-turbo (TorchCodec's CPU decoder). IDCT implementations differ:
-    #    allowed mean |diff| <= 1 level and 99.9th percentile <= 8 levels.
     items = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b, _ in _encoded_dataset(32, "JPEG")]
     gpu = CudaRuntime(torch.device("cuda")).decode_jpegs(items)
-    cpu = CpuDecoder(2).decode_batch([(d, read_header(d)) for d in items])
+    with CpuDecoder(2) as decoder:
+        cpu = decoder.decode_batch([(d, read_header(d)) for d in items])
     diffs = torch.cat([(g.cpu().float() - c.float()).abs().flatten() for g, c in zip(gpu, cpu)])
     mean, p999 = diffs.mean().item(), torch.quantile(diffs[::7], 0.999).item()
-    good = mean <= 1.0 and p999 <= 8
-    ok &= good
-    print(f"  nvJPEG vs libjpeg-turbo: mean |diff| {mean:.3f}, 99.9% {p999:.0f} levels  {'ok' if good else 'MISMATCH'}")
+    print(f"  nvJPEG vs libjpeg-turbo: mean |diff| {mean:.3f}, 99.9% {p999:.0f} levels")
+    return mean <= 1.0 and p999 <= 8, {"mean_abs_diff": mean, "p999_abs_diff": p999}
 
-    # 2. The whole loader on GPU vs on CPU, same seed (PNG: both decode on the CPU, so any
-    #    difference is the kernels'), within the fused-kernel tolerance.
-    pipe = T.Compose([T.RandomResizedCrop(96), T.RandomHorizontalFlip(), T.ColorJitter(0.4, 0.4, 0.4, 0.1),
-                      T.ToDtype(torch.float32, scale=True), T.Normalize(MEAN, STD)])
+
+def check_loader_parity() -> tuple[bool, dict]:
+    """The whole loader on GPU vs on CPU, same seed (PNG: both decode on the CPU, so any
+    difference is the kernels'), within the fused-kernel tolerance."""
+    from . import DataLoader
+
     data = _encoded_dataset(24, "PNG")
     outs = {}
     for device in ("cuda", "cpu"):
-        loader = DataLoader(data, batch_size=8, seed=3, device=device, transform=pipe, num_workers=2)
+        loader = DataLoader(data, batch_size=8, seed=3, device=device, transform=_loader_recipe(), num_workers=2)
         outs[device] = torch.cat([images.float().cpu() for images, _ in loader])
     worst = (outs["cuda"] - outs["cpu"]).abs().max().item()
-    good = worst <= tolerance(torch.float32)[0]
-    ok &= good
-    print(f"  loader cuda vs cpu, same seed: max |diff| {worst:.2e}  {'ok' if good else 'MISMATCH'}")
+    print(f"  loader cuda vs cpu, same seed: max |diff| {worst:.2e}")
+    return worst <= tolerance(torch.float32)[0], {"max_abs_diff": worst}
 
-    # 3. Overlap: a model step of known length on the consumer's stream.
-    data = _encoded_dataset(64, "JPEG")
-    loader = DataLoader(data, batch_size=16, device="cuda", transform=pipe, num_workers=2)
+
+def check_overlap() -> tuple[bool, dict]:
+    """A model step of known length on the consumer's stream hides the preprocessing."""
+    from . import DataLoader
+
+    loader = DataLoader(_encoded_dataset(64, "JPEG"), batch_size=16, device="cuda", transform=_loader_recipe(),
+                        num_workers=2)
     for _ in loader:     # warm-up: compile kernels, start workers
         pass
 
-    def timed(loader, step_cycles: int | None) -> float:
+    def timed(step_cycles: int | None) -> float:
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         start.record()
         n = 0
-        for images, _ in loader:
+        for _ in loader:
             if step_cycles:
                 torch.cuda._sleep(step_cycles)
             n += 1
@@ -238,7 +239,7 @@ def run_runtime() -> bool:
         torch.cuda.synchronize()
         return start.elapsed_time(end) / n
 
-    prep = timed(loader, None)
+    prep = timed(None)
     cycles = int(2e6)
     step_start, step_end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     step_start.record()
@@ -246,45 +247,99 @@ def run_runtime() -> bool:
     step_end.record()
     torch.cuda.synchronize()
     step = step_start.elapsed_time(step_end)
-    both = timed(loader, cycles)
-    good = both <= 1.25 * max(step, prep) + 1.0
-    ok &= good
+    both = timed(cycles)
     print(f"  overlap: step {step:.1f} ms, preprocessing {prep:.1f} ms, loop {both:.1f} ms/batch "
-          f"(sum would be {step + prep:.1f})  {'ok' if good else 'NO OVERLAP'}")
+          f"(sum would be {step + prep:.1f})")
+    return both <= 1.25 * max(step, prep) + 1.0, {"step_ms": step, "preprocessing_ms": prep, "loop_ms": both}
 
-    # 4. Flat GPU memory over 500 batches.
+
+def check_memory() -> tuple[bool, dict]:
+    """Flat GPU memory over 500 batches."""
+    from . import DataLoader
+
     small = T.Compose([T.RandomResizedCrop(32), T.ToDtype(torch.float16, scale=True)])
     loader = DataLoader(_encoded_dataset(50, "JPEG"), batch_size=10, device="cuda", transform=small)
     samples = []
-    for epoch in range(100):
+    for _ in range(100):
         for _ in loader:
             pass
         samples.append(torch.cuda.memory_allocated())
     growth = (samples[-1] - samples[5]) / max(samples[5], 1)
-    good = growth <= 0.05
-    ok &= good
-    print(f"  GPU memory over 500 batches: {samples[5] / 2**20:.1f} -> {samples[-1] / 2**20:.1f} MiB  "
-          f"{'ok' if good else 'GROWS'}")
+    print(f"  GPU memory over 500 batches: {samples[5] / 2**20:.1f} -> {samples[-1] / 2**20:.1f} MiB")
+    return growth <= 0.05, {"mib_after_25_batches": samples[5] / 2**20, "mib_after_500": samples[-1] / 2**20}
 
-    # 5. Nothing leaks: streams and threads go with the loader.
+
+def check_cleanup() -> tuple[bool, dict]:
+    """Nothing leaks: the side stream and gpuaug's threads go with the loader."""
+    import gc
+    import threading
+    import weakref
+
+    from . import DataLoader
+
+    loader = DataLoader(_encoded_dataset(16, "JPEG"), batch_size=4, device="cuda", transform=_loader_recipe())
+    for _ in loader:
+        pass
     stream = weakref.ref(loader._runtime.stream)
     del loader
     gc.collect()
-    import threading
-    good = stream() is None and not [t for t in threading.enumerate() if t.name.startswith("gpuaug")]
-    ok &= good
-    print(f"  side stream and threads released with the loader  {'ok' if good else 'LEAK'}")
+    left = [t.name for t in threading.enumerate() if t.name.startswith("gpuaug")]
+    print(f"  side stream released: {stream() is None}; gpuaug threads left: {left or 'none'}")
+    return stream() is None and not left, {"stream_released": stream() is None, "threads_left": left}
+
+
+def _loader_recipe() -> T.Compose:
+    return T.Compose([T.RandomResizedCrop(96), T.RandomHorizontalFlip(), T.ColorJitter(0.4, 0.4, 0.4, 0.1),
+                      T.ToDtype(torch.float32, scale=True), T.Normalize(MEAN, STD)])
+
+
+RUNTIME_CHECKS = {"nvjpeg": check_nvjpeg, "loader_gpu_vs_cpu": check_loader_parity, "overlap": check_overlap,
+                  "memory_500_batches": check_memory, "cleanup": check_cleanup}
+
+
+def run_runtime() -> bool:
+    """Every GPU runtime check in this process (the plain ``selftest`` run)."""
+    ok = True
+    for name, check in RUNTIME_CHECKS.items():
+        good, _ = check()
+        print(f"  {name}: {'ok' if good else 'FAILED'}")
+        ok &= good
     return ok
+
+
+def run_step(name: str, out: str, quick: bool = False) -> int:
+    """One check of the report (in its own process): writes ``{"ok", "details"}`` to ``out``."""
+    import json
+
+    steps = {"static": lambda: (run_static(), {}), "emulated": lambda: (run_emulated(quick), {}),
+             "cuda_kernels": lambda: (run_cuda(), {}), **RUNTIME_CHECKS}
+    ok, details = steps[name]()
+    with open(out, "w") as f:
+        json.dump({"ok": bool(ok), "details": details}, f)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m gpuaug.selftest", description=__doc__.split("\n\n")[0])
     parser.add_argument("--static", action="store_true", help="only the static kernel checks (no GPU needed)")
+    parser.add_argument("--report", metavar="JSON", help="run every check in its own process under a timeout "
+                        "and write one report (gpuaug.gpu_report; make gpu-check)")
+    parser.add_argument("--plot", metavar="PNG", help="with --report: also a chart")
+    parser.add_argument("--timeout", type=float, default=240.0, help="with --report: seconds per check")
+    parser.add_argument("--quick", action="store_true", help="fewer and smaller emulated-kernel cases")
+    parser.add_argument("--step", help=argparse.SUPPRESS)        # internal: one check of --report
+    parser.add_argument("--step-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.step:
+        return run_step(args.step, args.step_out, args.quick)
+    if args.report:
+        from .gpu_report import run_report
+
+        return run_report(args.report, args.plot, quick=args.quick, timeout=args.timeout)
     t0 = time.perf_counter()
     results = {"static": run_static()}
     if not args.static:
-        results["emulated"] = run_emulated()
+        results["emulated"] = run_emulated(args.quick)
         if torch.cuda.is_available():
             results["cuda"] = run_cuda()
             print("GPU runtime")
