@@ -262,6 +262,44 @@ def _decode(data, info: ImageInfo) -> tuple[torch.Tensor, str]:
     return img.contiguous(), backend
 
 
+def decode_scaled(data, info: ImageInfo, scale: int) -> torch.Tensor:
+    """Decode a JPEG at ``1/scale`` of its size (2, 4 or 8) with libjpeg's DCT scaling.
+
+    PIL's ``Image.draft`` makes libjpeg-turbo run its scaled inverse DCT, which costs a
+    fraction of a full decode and yields ``ceil(D / scale)`` pixels per dimension ``D``
+    (pixel ``j`` covering source pixels ``[j*scale, (j+1)*scale)`` of the stored image).
+    EXIF orientation is applied afterwards, to the small image; so the result is
+    ``[3, ceil(info.height / scale), ceil(info.width / scale)]`` upright RGB.
+
+    Raises:
+        DecodeError: anything that went wrong (callers fall back to :func:`decode_image`,
+            which names the problem); also when libjpeg did not scale as asked.
+
+    Example:
+        >>> import io
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (33, 16), "red").save(buf, "JPEG")
+        >>> decode_scaled(buf.getvalue(), ImageInfo("jpeg", 16, 33, 3), 4).shape
+        torch.Size([3, 4, 9])
+    """
+    if info.format != "jpeg" or info.cmyk:
+        raise DecodeError("only YCbCr/gray JPEGs are decoded at a DCT scale")
+    try:
+        with Image.open(io.BytesIO(_as_bytes(data)), formats=["JPEG"]) as im:
+            # draft picks the largest scale whose result is at least the requested size:
+            # asking for floor(D / scale) gets exactly `scale` (ceil(D / scale) pixels).
+            im.draft("RGB", (max(im.width // scale, 1), max(im.height // scale, 1)))
+            rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    except Exception as e:  # PIL's own error types for bad data
+        raise DecodeError(f"scaled JPEG decode failed: {_short(e)}") from e
+    img = apply_orientation(torch.from_numpy(rgb.copy() if not rgb.flags.writeable else rgb).permute(2, 0, 1),
+                            info.orientation)
+    expected = (-(-info.height // scale), -(-info.width // scale))
+    if tuple(img.shape[-2:]) != expected:
+        raise DecodeError(f"JPEG decoded at 1/{scale} is {tuple(img.shape[-2:])}, expected {expected}")
+    return img
+
+
 def decode_image(data, info: ImageInfo) -> torch.Tensor:
     """Decode one encoded image to a contiguous ``[3, H, W]`` uint8 RGB tensor.
 
@@ -289,6 +327,13 @@ def decode_image(data, info: ImageInfo) -> torch.Tensor:
     with _calls_lock:
         decode_calls[backend] += 1
     return img
+
+
+def _one_torch_thread() -> None:
+    # The pool's threads are the parallelism: torch ops inside them run single-threaded,
+    # so pool threads x torch threads stays at the core count. With torch's OpenMP
+    # backend this setting is per thread; the caller's threads keep theirs.
+    torch.set_num_threads(1)
 
 
 class CpuDecoder:
@@ -319,8 +364,21 @@ class CpuDecoder:
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:  # created on first use, so an unused decoder costs no threads
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="gpuaug-decode")
+                self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="gpuaug-decode",
+                                                initializer=_one_torch_thread)
             return self._pool
+
+    def count(self, backend: str) -> None:
+        """Record one image decoded by ``backend`` outside :meth:`decode_batch` (thread-safe)."""
+        with _calls_lock:
+            decode_calls[backend] += 1
+            self.counts[backend] += 1
+
+    def map(self, fn, items: list) -> list:
+        """``[fn(item) for item in items]`` on the pool (in order); ``fn`` must not raise."""
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        return list(self._executor().map(fn, items))
 
     def decode_batch(self, items: list[tuple]) -> list[torch.Tensor | DecodeError]:
         """Decode ``[(data, info), ...]``; per item, in order, the image or its DecodeError.
