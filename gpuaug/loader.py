@@ -221,7 +221,7 @@ class DataLoader:
         self._stage = DeviceStage(self.transform, self.device, self.seed, on_error, self._decoder,
                                   channels_last, backend=self.backend, fetch=fetch,
                                   dataset_size=0 if self._iterable else len(dataset),
-                                  max_pixels=max_image_pixels)
+                                  max_pixels=max_image_pixels, fast_cpu=fused is None)
         self._active: Prefetcher | None = None
         #: Stage spans per batch, recorded while ``timeline.enabled`` (profiling).
         self.timeline = Timeline(enabled=False)
@@ -366,10 +366,7 @@ class DataLoader:
             raise TypeError("replay needs a map-style dataset (random access by index)")
         epoch = self.epoch if epoch is None else epoch
         raw = pack_batch([self._reader.read(index)], max_pixels=self._stage.max_pixels)
-        images, failed = self._stage.decode(raw)
-        if failed:
-            raise BadSampleError(BadSample(index, raw.paths[0], failed[0]))
-        return self._stage.augment(images, raw.indices, epoch)[0][0]
+        return self._stage.replay(raw, epoch)
 
     def close(self) -> None:
         """Stop prefetching, shut workers down and release the decoder threads."""
