@@ -239,8 +239,12 @@ def _short(err: Exception) -> str:
     return msg or type(err).__name__
 
 
-def _decode(data, info: ImageInfo) -> tuple[torch.Tensor, str]:
-    """Decode one image; returns it with the name of the backend that did it."""
+def _decode(data, info: ImageInfo, dense: bool = True) -> tuple[torch.Tensor, str]:
+    """Decode one image; returns it with the name of the backend that did it.
+
+    ``dense=False`` keeps the decoder's own memory layout (TorchCodec's is channels-last,
+    which is what a uint8 resize wants) instead of copying to a contiguous ``[3, H, W]``.
+    """
     name = _FORMAT_NAMES.get(info.format)
     if name is None:
         raise DecodeError(f"cannot decode format {info.format!r}")
@@ -253,13 +257,13 @@ def _decode(data, info: ImageInfo) -> tuple[torch.Tensor, str]:
             errors.append(f"{backend}: {_short(e)}")
     else:
         raise DecodeError(f"corrupt or truncated {name} data: {'; '.join(errors)}")
-    if not oriented:
+    if not oriented and (dense or int(info.orientation) != 1):
         img = apply_orientation(img, info.orientation)
     if tuple(img.shape[-2:]) != (info.height, info.width):
         raise DecodeError(f"decoded {name} is {img.shape[-2]}x{img.shape[-1]} (HxW) but its header says "
                           f"{info.height}x{info.width}")
     # TorchCodec's oriented output can be a strided view; the loader wants dense images.
-    return img.contiguous(), backend
+    return (img.contiguous() if dense else img), backend
 
 
 def decode_scaled(data, info: ImageInfo, scale: int) -> torch.Tensor:

@@ -271,6 +271,7 @@ class DeviceStage:
         out = fast.output(n, self.channels_last)
         crop = params.per_op[0]
         boxes = torch.stack([crop.top, crop.left, crop.height, crop.width], 1).tolist()
+        steps = fast.batch_steps(params)
         failed = {b: err for b, err in enumerate(raw.errors) if err is not None}
         rows = [b for b in range(n) if b not in failed and int(raw.info[b, FORMAT]) != BAD]
         infos = {b: raw.image_info(b) for b in rows}
@@ -278,7 +279,7 @@ class DeviceStage:
         def task(b: int):
             try:
                 img, box = self._decode_for(raw, b, infos[b], boxes[b])
-                render_sample(img, box, fast.crop.size, fast.crop.mode, fast.sample_steps(params, b), out[b])
+                render_sample(img, box, fast.crop.size, fast.crop.mode, steps[b], out[b])
             except DecodeError as e:
                 return str(e)
             return None
@@ -322,7 +323,7 @@ class DeviceStage:
             else:
                 self.decoder.cpu.count("pil")
                 return img, scaled_box(*box, info.height, info.width, scale, info.orientation)
-        img, backend = _decode(data, info)
+        img, backend = _decode(data, info, dense=False)
         self.decoder.cpu.count(backend)
         return img, box
 
@@ -345,11 +346,10 @@ class DeviceStage:
             sizes[b] = torch.tensor(image.shape[-2:])
         keys = SampleKeys(self.seed, epoch, raw.indices.cpu())
         params = self.transform.make_pipeline_params(keys, sizes, channels=3)
-        crop = params.per_op[0]
+        crop, steps = params.per_op[0], self.fast.batch_steps(params)
         for b, image in replacements.items():     # decoded in full, drawn for its own size with the row's key
             box = [int(crop.top[b]), int(crop.left[b]), int(crop.height[b]), int(crop.width[b])]
-            render_sample(image, box, self.fast.crop.size, self.fast.crop.mode, self.fast.sample_steps(params, b),
-                          out[b])
+            render_sample(image, box, self.fast.crop.size, self.fast.crop.mode, steps[b], out[b])
         targets = raw.targets
         if targets is not None:
             targets = gather_rows(targets, raw.example_rest, rows, collate_targets(extra_rests))
