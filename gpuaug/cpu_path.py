@@ -50,7 +50,9 @@ Example:
 """
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -60,7 +62,6 @@ from .decode import orientation_parts
 from .transforms import (ColorJitter, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop,
                          RandomVerticalFlip, ToDtype)
 from .transforms._base import ImageState, PipelineParams, finalize
-from .transforms._color import _LUMA
 
 #: DCT scale factors libjpeg offers (1/s of each dimension), largest first.
 JPEG_SCALES = (8, 4, 2)
@@ -122,10 +123,14 @@ def scaled_box(top: int, left: int, height: int, width: int, image_h: int, image
 
 # -- 2-3. one sample ---------------------------------------------------------------------------
 
+# The color ops below are written in the subset of Python that TorchScript compiles: the
+# per-sample chain runs as one scripted call (:func:`jitter_chain`), which releases the GIL
+# for the whole chain instead of taking it back between some thirty small ops. With two
+# pool threads the Python version scales 1.2-1.3x, the scripted one 1.9x.
+
 def _luma(x: torch.Tensor) -> torch.Tensor:
     """``[3, N]`` -> ``[N]`` BT.601 luma, as the reference's ``luma``."""
-    r, g, b = x
-    return (r * _LUMA[0]).add_(g * _LUMA[1]).add_(b * _LUMA[2])
+    return (x[0] * 0.2989).add_(x[1] * 0.587).add_(x[2] * 0.114)
 
 
 def adjust_brightness(x: torch.Tensor, f: float, bound: float) -> None:
@@ -134,16 +139,13 @@ def adjust_brightness(x: torch.Tensor, f: float, bound: float) -> None:
 
 def adjust_contrast(x: torch.Tensor, f: float, bound: float) -> None:
     # mean(luma) = luma of the channel means: one reduction pass instead of a luma plane.
-    r, g, b = x.mean(1).tolist()
-    mean = _LUMA[0] * r + _LUMA[1] * g + _LUMA[2] * b
-    x.lerp_(torch.tensor(mean), 1.0 - f).clamp_(0.0, bound)      # f * x + (1 - f) * mean
+    m = x.mean(1)
+    mean = 0.2989 * float(m[0]) + 0.587 * float(m[1]) + 0.114 * float(m[2])
+    x.mul_(f).add_(mean * (1.0 - f)).clamp_(0.0, bound)
 
 
 def adjust_saturation(x: torch.Tensor, f: float, bound: float) -> None:
     x.lerp_(_luma(x), 1.0 - f).clamp_(0.0, bound)                # f * x + (1 - f) * luma
-
-
-_CHANNEL_PHASE = torch.tensor([5.0, 3.0, 1.0]).reshape(3, 1)
 
 
 def adjust_hue(x: torch.Tensor, shift: float, bound: float) -> None:
@@ -157,7 +159,7 @@ def adjust_hue(x: torch.Tensor, shift: float, bound: float) -> None:
     CPU, where ``torch.where``, comparisons to bool and ``remainder`` cost 3-20x more per
     element. Ties between channels give the same hue either way.
     """
-    r, g, b = x
+    r, g, b = x[0], x[1], x[2]
     vmax = x.amax(0)
     chroma = vmax - x.amin(0)
     red_max = torch.sign(vmax - r).neg_().add_(1.0)              # 1 where red is the max, else 0
@@ -167,13 +169,43 @@ def adjust_hue(x: torch.Tensor, shift: float, bound: float) -> None:
     h6.add_(red_max * (g - b).sub_(h6))
     h6.add_(green_max * (b - r).add_(chroma, alpha=2.0).sub_((r - g).add_(chroma, alpha=4.0)))
     h6.div_(chroma.clamp(min=1e-12)).add_(6.0 * shift)        # gray: 0 / tiny = 0, and chroma 0 below
-    k = h6 + _CHANNEL_PHASE
+    k = h6 + torch.tensor([[5.0], [3.0], [1.0]])               # channel phases n: [3, N]
     k.sub_(torch.floor(k * (1.0 / 6.0)), alpha=6.0)
     ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
     torch.sub(vmax, ramp.mul_(chroma), out=x)
 
 
+def _jitter_chain(x: torch.Tensor, ops: list[int], factors: list[float], bound: float) -> None:
+    """Apply ColorJitter ops ``ops`` (0 brightness, 1 contrast, 2 saturation, 3 hue) in order."""
+    for op, f in zip(ops, factors):
+        if op == 0:
+            adjust_brightness(x, f, bound)
+        elif op == 1:
+            adjust_contrast(x, f, bound)
+        elif op == 2:
+            adjust_saturation(x, f, bound)
+        else:
+            adjust_hue(x, f, bound)
+
+
 _ADJUST = (adjust_brightness, adjust_contrast, adjust_saturation, adjust_hue)
+
+
+@functools.cache
+def _scripted_chain():
+    """:func:`_jitter_chain` compiled by TorchScript (once, on first use), or the Python
+    function itself where TorchScript is unavailable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")          # TorchScript's deprecation notice
+            return torch.jit.script(_jitter_chain)
+    except Exception:  # noqa: BLE001 - no sources (frozen app), or a TorchScript without these ops
+        return _jitter_chain
+
+
+def jitter_chain(x: torch.Tensor, ops: list[int], factors: list[float], bound: float) -> None:
+    """:func:`_jitter_chain` through TorchScript: the same ops, one call, the GIL released."""
+    _scripted_chain()(x, ops, factors, bound)
 
 
 @dataclass
@@ -212,8 +244,7 @@ def render_sample(img: torch.Tensor, box: tuple[int, int, int, int], size: tuple
             if kind == "scale":
                 x.mul_(step[1]).add_(step[2])
                 continue
-            for op, factor in step[1]:
-                _ADJUST[op](x, factor, step[2])
+            jitter_chain(x, [op for op, _ in step[1]], [f for _, f in step[1]], step[2])
         elif kind == "affine":
             src = x.view(3, *size) if x is not None else x8
             if out.dtype == torch.float32:

@@ -326,3 +326,19 @@ def test_pool_threads_run_torch_single_threaded():
     assert {n for n, _ in seen} == {1}
     assert all(name.startswith("gpuaug-decode") for _, name in seen)
     assert torch.get_num_threads() == before
+
+
+def test_scripted_chain_is_the_python_chain():
+    assert isinstance(cpu_path._scripted_chain(), torch.jit.ScriptFunction)
+    x = torch.rand(3, 500) * 255
+    y = x.clone()
+    ops, factors = [2, 0, 3, 1], [1.3, 0.7, -0.08, 1.2]
+    cpu_path.jitter_chain(x, ops, factors, 255.0)
+    cpu_path._jitter_chain(y, ops, factors, 255.0)
+    assert torch.equal(x, y)
+    z = torch.rand(3, 20, 25)
+    w = z.reshape(3, -1).clone()
+    cpu_path.jitter_chain(w, ops, factors, 1.0)
+    for op, f in zip(ops, factors):
+        z = TV_ADJUST[op](z, f)
+    assert (w.reshape(3, 20, 25) - z).abs().max() <= 1e-5
