@@ -162,12 +162,12 @@ def adjust_hue(x: torch.Tensor, shift: float, bound: float) -> None:
     r, g, b = x[0], x[1], x[2]
     vmax = x.amax(0)
     chroma = vmax - x.amin(0)
-    red_max = torch.sign(vmax - r).neg_().add_(1.0)              # 1 where red is the max, else 0
-    green_max = torch.sign(vmax - g).neg_().add_(1.0).mul_(1.0 - red_max)
+    red_max = torch.rsub((vmax - r).sign_(), 1.0)                # 1 where red is the max, else 0
+    green_max = torch.rsub((vmax - g).sign_(), 1.0).mul_(1.0 - red_max)
     # 6 * hue before the division by chroma: (g-b) if red is max, (b-r) + 2c if green, (r-g) + 4c if blue.
     h6 = (r - g).add_(chroma, alpha=4.0)
     h6.add_(red_max * (g - b).sub_(h6))
-    h6.add_(green_max * (b - r).add_(chroma, alpha=2.0).sub_((r - g).add_(chroma, alpha=4.0)))
+    h6.add_(green_max.mul_(torch.sub(b + g, r + chroma, alpha=2.0)))     # (b-r+2c) - (r-g+4c)
     h6.div_(chroma.clamp(min=1e-12)).add_(6.0 * shift)        # gray: 0 / tiny = 0, and chroma 0 below
     k = h6 + torch.tensor([[5.0], [3.0], [1.0]])               # channel phases n: [3, N]
     k.sub_(torch.floor(k * (1.0 / 6.0)), alpha=6.0)
