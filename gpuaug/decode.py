@@ -239,8 +239,12 @@ def _short(err: Exception) -> str:
     return msg or type(err).__name__
 
 
-def _decode(data, info: ImageInfo) -> tuple[torch.Tensor, str]:
-    """Decode one image; returns it with the name of the backend that did it."""
+def _decode(data, info: ImageInfo, dense: bool = True) -> tuple[torch.Tensor, str]:
+    """Decode one image; returns it with the name of the backend that did it.
+
+    ``dense=False`` keeps the decoder's own memory layout (TorchCodec's is channels-last,
+    which is what a uint8 resize wants) instead of copying to a contiguous ``[3, H, W]``.
+    """
     name = _FORMAT_NAMES.get(info.format)
     if name is None:
         raise DecodeError(f"cannot decode format {info.format!r}")
@@ -253,13 +257,51 @@ def _decode(data, info: ImageInfo) -> tuple[torch.Tensor, str]:
             errors.append(f"{backend}: {_short(e)}")
     else:
         raise DecodeError(f"corrupt or truncated {name} data: {'; '.join(errors)}")
-    if not oriented:
+    if not oriented and (dense or int(info.orientation) != 1):
         img = apply_orientation(img, info.orientation)
     if tuple(img.shape[-2:]) != (info.height, info.width):
         raise DecodeError(f"decoded {name} is {img.shape[-2]}x{img.shape[-1]} (HxW) but its header says "
                           f"{info.height}x{info.width}")
     # TorchCodec's oriented output can be a strided view; the loader wants dense images.
-    return img.contiguous(), backend
+    return (img.contiguous() if dense else img), backend
+
+
+def decode_scaled(data, info: ImageInfo, scale: int) -> torch.Tensor:
+    """Decode a JPEG at ``1/scale`` of its size (2, 4 or 8) with libjpeg's DCT scaling.
+
+    PIL's ``Image.draft`` makes libjpeg-turbo run its scaled inverse DCT, which costs a
+    fraction of a full decode and yields ``ceil(D / scale)`` pixels per dimension ``D``
+    (pixel ``j`` covering source pixels ``[j*scale, (j+1)*scale)`` of the stored image).
+    EXIF orientation is applied afterwards, to the small image; so the result is
+    ``[3, ceil(info.height / scale), ceil(info.width / scale)]`` upright RGB.
+
+    Raises:
+        DecodeError: anything that went wrong (callers fall back to :func:`decode_image`,
+            which names the problem); also when libjpeg did not scale as asked.
+
+    Example:
+        >>> import io
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (33, 16), "red").save(buf, "JPEG")
+        >>> decode_scaled(buf.getvalue(), ImageInfo("jpeg", 16, 33, 3), 4).shape
+        torch.Size([3, 4, 9])
+    """
+    if info.format != "jpeg" or info.cmyk:
+        raise DecodeError("only YCbCr/gray JPEGs are decoded at a DCT scale")
+    try:
+        with Image.open(io.BytesIO(_as_bytes(data)), formats=["JPEG"]) as im:
+            # draft picks the largest scale whose result is at least the requested size:
+            # asking for floor(D / scale) gets exactly `scale` (ceil(D / scale) pixels).
+            im.draft("RGB", (max(im.width // scale, 1), max(im.height // scale, 1)))
+            rgb = np.asarray(im if im.mode == "RGB" else im.convert("RGB"))
+    except Exception as e:  # PIL's own error types for bad data
+        raise DecodeError(f"scaled JPEG decode failed: {_short(e)}") from e
+    img = apply_orientation(torch.from_numpy(rgb.copy() if not rgb.flags.writeable else rgb).permute(2, 0, 1),
+                            info.orientation)
+    expected = (-(-info.height // scale), -(-info.width // scale))
+    if tuple(img.shape[-2:]) != expected:
+        raise DecodeError(f"JPEG decoded at 1/{scale} is {tuple(img.shape[-2:])}, expected {expected}")
+    return img
 
 
 def decode_image(data, info: ImageInfo) -> torch.Tensor:
@@ -291,6 +333,13 @@ def decode_image(data, info: ImageInfo) -> torch.Tensor:
     return img
 
 
+def _one_torch_thread() -> None:
+    # The pool's threads are the parallelism: torch ops inside them run single-threaded,
+    # so pool threads x torch threads stays at the core count. With torch's OpenMP
+    # backend this setting is per thread; the caller's threads keep theirs.
+    torch.set_num_threads(1)
+
+
 class CpuDecoder:
     """Decodes batches of encoded images on a thread pool, one result per item.
 
@@ -319,8 +368,21 @@ class CpuDecoder:
     def _executor(self) -> ThreadPoolExecutor:
         with self._lock:  # created on first use, so an unused decoder costs no threads
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="gpuaug-decode")
+                self._pool = ThreadPoolExecutor(self.num_threads, thread_name_prefix="gpuaug-decode",
+                                                initializer=_one_torch_thread)
             return self._pool
+
+    def count(self, backend: str) -> None:
+        """Record one image decoded by ``backend`` outside :meth:`decode_batch` (thread-safe)."""
+        with _calls_lock:
+            decode_calls[backend] += 1
+            self.counts[backend] += 1
+
+    def map(self, fn, items: list) -> list:
+        """``[fn(item) for item in items]`` on the pool (in order); ``fn`` must not raise."""
+        if len(items) <= 1:
+            return [fn(item) for item in items]
+        return list(self._executor().map(fn, items))
 
     def decode_batch(self, items: list[tuple]) -> list[torch.Tensor | DecodeError]:
         """Decode ``[(data, info), ...]``; per item, in order, the image or its DecodeError.

@@ -115,9 +115,11 @@ class DataLoader:
             available, else ``"cpu"``).
         fused: ``None`` (default) picks the fastest path: the fused CUDA kernels on
             CUDA (falling back to the torch reference with a warning when CuPy is
-            missing), the torch reference on CPU. ``True`` requires the fused kernels
-            (on CPU: the same kernel sources compiled by the host C++ compiler,
-            slower than the reference today); ``False`` forces the reference.
+            missing); on CPU, for pipelines that start with a RandomResizedCrop, the
+            per-sample fast path of :mod:`gpuaug.cpu_path` (uint8 resize, one task per
+            sample on the decoder threads), else the torch reference. ``True`` requires
+            the fused kernels (on CPU: the same kernel sources compiled by the host C++
+            compiler, slower than the reference today); ``False`` forces the reference.
         seed: seed of the counter-based generator; a sample's augmentation is a pure
             function of (seed, epoch, dataset index), as is the shuffling order when
             no ``generator``/``sampler`` is given.
@@ -224,7 +226,7 @@ class DataLoader:
         self._stage = DeviceStage(self.transform, self.device, self.seed, on_error, self._decoder,
                                   channels_last, backend=self.backend, fetch=fetch,
                                   dataset_size=0 if self._iterable else len(dataset),
-                                  max_pixels=max_image_pixels)
+                                  max_pixels=max_image_pixels, fast_cpu=fused is None)
         self._active: Prefetcher | None = None
         #: Stage spans per batch, recorded while ``timeline.enabled`` (profiling).
         self.timeline = Timeline(enabled=False)
@@ -369,10 +371,7 @@ class DataLoader:
             raise TypeError("replay needs a map-style dataset (random access by index)")
         epoch = self.epoch if epoch is None else epoch
         raw = pack_batch([self._reader.read(index)], max_pixels=self._stage.max_pixels)
-        images, failed = self._stage.decode(raw)
-        if failed:
-            raise BadSampleError(BadSample(index, raw.paths[0], failed[0]))
-        return self._stage.augment(images, raw.indices, epoch)[0][0]
+        return self._stage.replay(raw, epoch)
 
     def close(self) -> None:
         """Stop prefetching, shut workers down and release the decoder threads."""

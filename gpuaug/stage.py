@@ -18,9 +18,10 @@ import torch
 
 from .collate import gather_rows
 from .batch_decode import BatchDecoder
-from .decode import flip_image
+from .cpu_path import FastCpuPath, pick_scale, render_sample, scaled_box
+from .decode import _decode, decode_scaled, flip_image
 from .errors import BadSample, BadSampleError, DecodeError
-from .pack import BAD, FORMAT, RAW, RawBatch, inspect_sample
+from .pack import BAD, FORMAT, HEIGHT, RAW, WIDTH, RawBatch, inspect_sample
 from .rng import SampleKeys
 from .sources import Layout, RawSample
 from .targets import collate_targets, has_spatial_targets, transform_targets
@@ -69,12 +70,15 @@ class DeviceStage:
             (``None``: replacements are drawn from the good samples of the same batch).
         dataset_size: number of samples ``fetch`` can take.
         max_pixels: decompression-bomb limit for samples fetched here.
+        fast_cpu: on a CPU device with the CPU decoder, render pipelines that start with a
+            RandomResizedCrop through :mod:`gpuaug.cpu_path` (uint8 resize, color per
+            sample, one task per sample) instead of decode-then-reference.
     """
 
     def __init__(self, transform: Compose | None, device: torch.device, seed: int, on_error: str,
                  decoder: BatchDecoder, channels_last: bool = False, backend=None,
                  fetch: Callable[[int], RawSample] | None = None, dataset_size: int = 0,
-                 max_pixels: int = 0):
+                 max_pixels: int = 0, fast_cpu: bool = False):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.transform = transform if transform is not None else Compose([])
@@ -88,6 +92,9 @@ class DeviceStage:
         self.fetch = fetch
         self.dataset_size = dataset_size
         self.max_pixels = max_pixels
+        self.fast = None
+        if fast_cpu and backend is None and device.type == "cpu" and decoder.batched is None:
+            self.fast = FastCpuPath.for_pipeline(self.transform)
 
     # -- 1. decode ---------------------------------------------------------------------
     def decode(self, raw: RawBatch) -> tuple[list[torch.Tensor | None], dict[int, str]]:
@@ -221,12 +228,15 @@ class DeviceStage:
     def __call__(self, raw: RawBatch, epoch: int, batch: int = 0) -> StageResult:
         timeline = self.timeline
         timeline.add("worker read+pack", batch, *raw.worker_span)
-        with timeline.span("decode", batch):
-            images, failed, flips = self.decode_oriented(raw)
-            row_flips = [flips.get(b, (False, False)) for b in range(len(raw))]
-            images, indices, targets, bad = self.resolve_bad(raw, images, failed, epoch)
-            pre_flips = _surviving_flips(row_flips, failed, self.on_error)
-        out, params = self.augment(images, indices, epoch, batch, pre_flips)
+        if self.fast is not None:
+            out, params, indices, targets, bad = self.render_fast(raw, epoch, batch)
+        else:
+            with timeline.span("decode", batch):
+                images, failed, flips = self.decode_oriented(raw)
+                row_flips = [flips.get(b, (False, False)) for b in range(len(raw))]
+                images, indices, targets, bad = self.resolve_bad(raw, images, failed, epoch)
+                pre_flips = _surviving_flips(row_flips, failed, self.on_error)
+            out, params = self.augment(images, indices, epoch, batch, pre_flips)
         if self.transform.label_mixers:
             with self.timeline.span("other ops", batch):
                 out, targets = self.mix_labels(out, targets, raw.layout, indices, epoch)
@@ -235,6 +245,120 @@ class DeviceStage:
             targets = transform_targets(targets, self.transform.point_maps(params))
         targets = _map_tensors(targets, self.decoder.upload)   # non_blocking on CUDA
         return StageResult(rebuild(raw.layout, out, targets), indices, bad)
+
+
+    def replay(self, raw: RawBatch, epoch: int) -> torch.Tensor:
+        """Render the one sample of ``raw`` as a batch of ``epoch`` rendered it."""
+        if self.fast is not None:
+            out, *_ = self.render_fast(raw, epoch, 0, on_error="raise")
+            return out[0]
+        images, failed = self.decode(raw)
+        if failed:
+            raise BadSampleError(BadSample(int(raw.indices[0]), raw.paths[0], failed[0]))
+        return self.augment(images, raw.indices, epoch)[0][0]
+
+    # -- the fast CPU path ------------------------------------------------------------------
+    def render_fast(self, raw: RawBatch, epoch: int, batch: int = 0, on_error: str | None = None):
+        """Decode and augment each sample in one task on the CPU pool (:mod:`gpuaug.cpu_path`).
+
+        The parameters are drawn from the header sizes first, so each JPEG is decoded at the
+        DCT scale its crop allows; bad rows then follow ``on_error`` as in the reference flow
+        (a replacement is decoded in full and drawn with the row's own key and its own size).
+
+        Returns:
+            (images ``[B', C, h, w]``, parameters of those rows, their indices, targets, bad records)
+        """
+        fast, n = self.fast, len(raw)
+        with self.timeline.span("parameters", batch):
+            sizes = raw.info[:, [HEIGHT, WIDTH]].to(torch.int64).clamp(min=1)
+            keys = SampleKeys(self.seed, epoch, raw.indices.cpu())
+            params = self.transform.make_pipeline_params(keys, sizes, channels=3)
+        out = fast.output(n, self.channels_last)
+        crop = params.per_op[0]
+        boxes = torch.stack([crop.top, crop.left, crop.height, crop.width], 1).tolist()
+        steps = fast.batch_steps(params)
+        failed = {b: err for b, err in enumerate(raw.errors) if err is not None}
+        rows = [b for b in range(n) if b not in failed and int(raw.info[b, FORMAT]) != BAD]
+        infos = {b: raw.image_info(b) for b in rows}
+
+        def task(b: int):
+            try:
+                img, box = self._decode_for(raw, b, infos[b], boxes[b])
+                render_sample(img, box, fast.crop.size, fast.crop.mode, steps[b], out[b])
+            except DecodeError as e:
+                return str(e)
+            return None
+
+        with self.timeline.span("decode", batch):      # decode and augment, interleaved per sample
+            for b, err in zip(rows, self.decoder.cpu.map(task, rows)):
+                if err is not None:
+                    failed[b] = err
+        indices, targets = raw.indices, raw.targets
+        bad = [BadSample(int(raw.indices[b]), raw.paths[b], failed[b]) for b in sorted(failed)]
+        if bad:
+            policy = on_error or self.on_error
+            if policy == "raise":
+                raise BadSampleError(bad[0])
+            if policy == "skip":
+                keep = [b for b in range(n) if b not in failed]
+                out, params = out[keep], params.select(torch.tensor(keep, dtype=torch.int64))
+                indices = raw.indices[keep]
+                targets = None if raw.targets is None else gather_rows(raw.targets, raw.example_rest, keep)
+            else:
+                out, params, targets = self._resample_fast(raw, out, params, failed, epoch, bad)
+        with self.timeline.span("other ops", batch):
+            out = fast.finish(out, params)
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out, params, indices, targets, bad
+
+    def _decode_for(self, raw: RawBatch, b: int, info, box):
+        """Row ``b`` decoded as its crop needs: ``(uint8 image, crop box in its pixels)``."""
+        if int(raw.info[b, FORMAT]) == RAW:
+            return to_rgb(raw.pixels(b)), box
+        data = raw.sample_bytes(b)
+        scale = 1
+        if box is not None and self.fast.dct_scaling and info.format == "jpeg" and not info.cmyk:
+            scale = pick_scale(box[2], box[3], *self.fast.crop.size)
+        if scale > 1:
+            try:
+                img = decode_scaled(data, info, scale)
+            except DecodeError:
+                pass        # the full decode below says what is wrong, or succeeds
+            else:
+                self.decoder.cpu.count("pil")
+                return img, scaled_box(*box, info.height, info.width, scale, info.orientation)
+        img, backend = _decode(data, info, dense=False)
+        self.decoder.cpu.count(backend)
+        return img, box
+
+    def _resample_fast(self, raw: RawBatch, out, params, failed, epoch, bad):
+        """``on_error="resample"`` for the fast path: each bad row is re-rendered from a
+        replacement, with the row's key and parameters drawn for the replacement's size."""
+        good = [b for b in range(len(raw)) if b not in failed]
+        images: list = [None] * len(raw)
+        if self.fetch is None or self.dataset_size == 0:       # replacements come from this batch's good rows
+            for g in good:
+                images[g] = self._decode_for(raw, g, raw.image_info(g), None)[0] if int(raw.info[g, FORMAT]) != RAW \
+                    else to_rgb(raw.pixels(g))
+        rows, extra_rests, sizes = list(range(len(raw))), [], params.input_sizes.clone()
+        replacements = {}
+        for k, b in enumerate(sorted(failed)):
+            image, rest = self._replacement(int(raw.indices[b]), epoch, raw, images, good, bad)
+            rows[b] = len(raw) + k
+            extra_rests.append(rest)
+            replacements[b] = image
+            sizes[b] = torch.tensor(image.shape[-2:])
+        keys = SampleKeys(self.seed, epoch, raw.indices.cpu())
+        params = self.transform.make_pipeline_params(keys, sizes, channels=3)
+        crop, steps = params.per_op[0], self.fast.batch_steps(params)
+        for b, image in replacements.items():     # decoded in full, drawn for its own size with the row's key
+            box = [int(crop.top[b]), int(crop.left[b]), int(crop.height[b]), int(crop.width[b])]
+            render_sample(image, box, self.fast.crop.size, self.fast.crop.mode, steps[b], out[b])
+        targets = raw.targets
+        if targets is not None:
+            targets = gather_rows(targets, raw.example_rest, rows, collate_targets(extra_rests))
+        return out, params, targets
 
 
 def _row_rest(raw: RawBatch, b: int):

@@ -16,6 +16,13 @@ dtype (0..255 while the images are logically uint8, 0..1 once ``ToDtype`` made t
 float) and are rounded to the output dtype once, at the end. Intermediate results are
 therefore never re-quantized to uint8 between ops (torchvision truncates after each
 color op on uint8 input); this is the single-rounding semantics the fused kernel has.
+
+The loader's CPU fast path (:mod:`gpuaug.cpu_path`, ``fused=None`` on CPU) rounds once
+more, on purpose: it resizes the crop with torch's antialiased uint8 kernel, as
+torchvision does for uint8 tensors, so its values are uint8 right after the resize
+(at most half a level from the reference there) and float32 from then on, rounded once
+at the end. ``fused=False`` and standalone calls keep the single rounding described
+above.
 """
 from __future__ import annotations
 
