@@ -9,7 +9,7 @@ that check and nothing else:
 ``static``               NVRTC + ``ptxas -v``: registers, stack and spills per kernel
 ``emulated``             the kernel sources compiled for the CPU vs the torch reference
 ``cuda_kernels``         the CuPy kernels vs the reference, ragged batches, every dtype
-``nvjpeg`` ...           the GPU runtime checks of :data:`gpuaug.selftest.RUNTIME_CHECKS`
+``nvjpeg`` ...           the GPU runtime checks (``gpuaug.selftest.RUNTIME_CHECKS``)
 ``bench``                a short ``gpuaug.bench``: torchvision (CPU), DALI GPU, gpuaug GPU
 =======================  ===================================================================
 
@@ -22,7 +22,7 @@ images/s. The exit code is 1 when a check failed, errored or timed out.
 Example (CPU: the CUDA checks are skipped, the report is still complete):
     >>> from gpuaug.gpu_report import environment, plan
     >>> env = environment()
-    >>> [name for name, why in plan(env) if why is None][:2]
+    >>> [name for name, why in plan(env, ["nvjpeg", "overlap"]) if why is None][:2]
     ['static', 'emulated']
 """
 from __future__ import annotations
@@ -78,17 +78,18 @@ def environment() -> dict:
     }
 
 
-def plan(env: dict) -> list[tuple[str, str | None]]:
-    """Every check in order, with the reason it will be skipped (None: it runs)."""
-    from .selftest import RUNTIME_CHECKS
+def plan(env: dict, runtime_checks) -> list[tuple[str, str | None]]:
+    """Every check in order, with the reason it will be skipped (None: it runs).
 
+    ``runtime_checks``: the names of the GPU runtime checks (``gpuaug.selftest`` owns them).
+    """
     no_gpu = None if env["gpu"] else "no GPU"
     no_cupy = no_gpu or (None if env["packages"]["cupy-cuda13x"] else "CuPy is not installed (pip install 'gpuaug[cuda]')")
     no_codec = no_gpu or (None if env["packages"]["torchcodec"] or env["packages"]["torchvision"]
                           else "neither TorchCodec nor torchvision.io is installed")
     steps = [("static", None if env["packages"]["cupy-cuda13x"] else "NVRTC comes with CuPy, not installed"),
              ("emulated", None), ("cuda_kernels", no_cupy)]
-    for name in RUNTIME_CHECKS:
+    for name in runtime_checks:
         steps.append((name, no_codec if name == "nvjpeg" else no_cupy))
     steps.append(("bench", no_gpu))
     return steps
@@ -169,10 +170,11 @@ def write_chart(report: dict, path: str) -> None:
     fig.savefig(path)
 
 
-def run_report(path: str, plot: str | None = None, quick: bool = False, timeout: float = 240.0) -> int:
+def run_report(path: str, runtime_checks, plot: str | None = None, quick: bool = False,
+               timeout: float = 240.0) -> int:
     """Print the environment and the plan, run every check, write the JSON (and PNG); 0 if none failed."""
     env = environment()
-    steps = plan(env)
+    steps = plan(env, runtime_checks)
     print(f"GPU: {env['gpu'] or 'none'} (x{env['gpu_count']}), driver {env['driver'] or '-'}, "
           f"torch built for CUDA {env['cuda_torch_built_with'] or '-'}, Python {env['python']}")
     print("packages: " + ", ".join(f"{k} {v or 'missing'}" for k, v in env["packages"].items()))

@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.report:
         from .gpu_report import run_report
 
-        return run_report(args.report, args.plot, quick=args.quick, timeout=args.timeout)
+        return run_report(args.report, list(RUNTIME_CHECKS), args.plot, quick=args.quick, timeout=args.timeout)
     t0 = time.perf_counter()
     results = {"static": run_static()}
     if not args.static:

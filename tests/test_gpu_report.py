@@ -32,7 +32,7 @@ def test_report_on_this_machine(tmp_path, capsys):
 
 def test_plan_names_what_is_missing():
     env = {"gpu": "Some GPU", "packages": {"cupy-cuda13x": None, "torchcodec": "0.17", "torchvision": "0.29"}}
-    reasons = dict(gpu_report.plan(env))
+    reasons = dict(gpu_report.plan(env, list(RUNTIME_CHECKS)))
     assert reasons["emulated"] is None and reasons["nvjpeg"] is None and reasons["bench"] is None
     assert "CuPy" in reasons["cuda_kernels"] and "CuPy" in reasons["overlap"] and "CuPy" in reasons["static"]
 
