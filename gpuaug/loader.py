@@ -310,7 +310,8 @@ class DataLoader:
         runtime = self._runtime
 
         timeline = self.timeline
-        batches = _timed(batches, timeline, start=skip)
+        workers_failed: list[type] = []
+        batches = _timed(batches, timeline, start=skip, failures=workers_failed)
         numbers = itertools.count(skip)
 
         def process(raw: RawBatch):
@@ -320,11 +321,15 @@ class DataLoader:
 
         # What this pass uses, released once its prefetch thread has stopped: its workers
         # (persistent ones belong to the loader), the decode threads, the side stream's work.
-        shutdown = None if self._torch_loader.persistent_workers else getattr(source, "_shutdown_workers", None)
+        persistent = self._torch_loader.persistent_workers
+        shutdown = None if persistent else getattr(source, "_shutdown_workers", None)
         decoder = self._cpu_decoder
 
         def release() -> None:
-            _run_all(shutdown, decoder.close, runtime.synchronize)
+            # Persistent workers that failed (one killed, a timeout) cannot serve another
+            # pass: they go too, and the next pass starts new ones.
+            broken = self._shutdown_persistent_workers if persistent and workers_failed else None
+            _run_all(shutdown, broken, decoder.close, runtime.synchronize)
 
         iteration = LoaderIterator(self, Prefetcher(batches, process, self.prefetch_depth, on_close=release), epoch)
         self._active = weakref.ref(iteration)
@@ -494,8 +499,9 @@ def _run_all(*steps) -> None:
         raise failure
 
 
-def _timed(batches, timeline: Timeline, start: int):
-    """The raw batches, recording how long the device stage waited for the workers."""
+def _timed(batches, timeline: Timeline, start: int, failures: list | None = None):
+    """The raw batches, recording how long the device stage waited for the workers (and
+    in ``failures`` an error the workers raised)."""
     iterator = iter(batches)
     for number in itertools.count(start):
         waited = time.perf_counter()
@@ -503,6 +509,10 @@ def _timed(batches, timeline: Timeline, start: int):
             raw = next(iterator)
         except StopIteration:
             return
+        except BaseException as e:
+            if failures is not None:
+                failures.append(type(e))
+            raise
         timeline.add("wait for workers", number, waited, time.perf_counter())
         yield raw
 

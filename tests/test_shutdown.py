@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import signal
 import threading
 import time
 
@@ -325,3 +327,29 @@ class FailEvery(T.Transform):
         if self.calls % self.n == 0:
             raise RuntimeError(f"transform failed on its batch {self.calls}")
         return state
+
+
+class SlowBytes(torch.utils.data.Dataset):
+    def __len__(self):
+        return 40
+
+    def __getitem__(self, i):
+        time.sleep(0.01)
+        return encode(photo_like(8, 8)), i
+
+
+def test_a_killed_persistent_worker_is_replaced_on_the_next_pass():
+    before = Snapshot()
+    loader = gpuaug.DataLoader(SlowBytes(), batch_size=2, num_workers=2, persistent_workers=True)
+    it = iter(loader)
+    next(it)
+    os.kill(psutil.Process().children()[0].pid, signal.SIGKILL)
+    with pytest.raises(Exception):       # "worker exited unexpectedly", or a reset connection mid-batch
+        for _ in it:
+            pass
+    # the surviving worker cannot serve another pass: it went with this one
+    assert ours(before.left()) == []
+    assert len(list(loader)) == 20            # new workers
+    assert only_persistent_workers(before.left(timeout=0))
+    loader.close()
+    assert before.left() == []
