@@ -290,7 +290,8 @@ class DataLoader:
             return None
 
     # -- iteration -------------------------------------------------------------------------
-    def __iter__(self) -> "LoaderIterator":
+    def __iter__(self) -> Iterator[Any]:
+        """A new pass (a :class:`LoaderIterator`); an unfinished earlier one is closed."""
         import weakref  # the loader must not keep its iterator alive: dropping it is how a pass ends
 
         self._close_iteration()
@@ -331,7 +332,8 @@ class DataLoader:
             broken = self._shutdown_persistent_workers if persistent and workers_failed else None
             _run_all(shutdown, broken, decoder.close, runtime.synchronize)
 
-        iteration = LoaderIterator(self, Prefetcher(batches, process, self.prefetch_depth, on_close=release), epoch)
+        prefetcher = Prefetcher(batches, process, self.prefetch_depth, on_close=release)
+        iteration = LoaderIterator(self, prefetcher, epoch)
         self._active = weakref.ref(iteration)
         return iteration
 

@@ -32,7 +32,7 @@ def _produce(source: Iterator, process: Callable[[Any], Any], out: queue.Queue, 
                 return
             result = process(item)
             _put(out, result, stop)
-            item = result = None     # a closed prefetcher must not keep the last batch alive
+            item = result = None     # not held while waiting for the next item
         _put(out, _DONE, stop)
     except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
         _put(out, _Failure(e), stop)
