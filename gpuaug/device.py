@@ -51,8 +51,11 @@ class CpuRuntime:
     def decode_jpegs(self, datas: list[torch.Tensor]) -> list[torch.Tensor]:
         raise FusedUnavailable("nvJPEG needs a CUDA device")
 
+    def synchronize(self) -> None:
+        """Wait for the device work queued by the stage (none on CPU: it ran synchronously)."""
+
     def close(self) -> None:
-        pass
+        self.synchronize()
 
 
 class CudaRuntime:
@@ -100,8 +103,15 @@ class CudaRuntime:
         """Decode JPEGs (1-D uint8 CPU tensors) in one batched nvJPEG call, as RGB."""
         return nvjpeg_decode(datas, self.device)
 
-    def close(self) -> None:
+    def synchronize(self) -> None:
+        """Called when an iteration ends, however it ends: nothing it queued is left running."""
         self.stream.synchronize()
+
+    def close(self) -> None:
+        # The stream itself comes from torch's per-device pool, which never destroys its
+        # streams: releasing it means leaving no work on it and dropping our reference
+        # with the loader.
+        self.synchronize()
 
 
 def runtime_for(device: torch.device):

@@ -227,7 +227,7 @@ class DataLoader:
                                   channels_last, backend=self.backend, fetch=fetch,
                                   dataset_size=0 if self._iterable else len(dataset),
                                   max_pixels=max_image_pixels, fast_cpu=fused is None)
-        self._active: Prefetcher | None = None
+        self._active = None                 # weak reference to the current pass
         #: Stage spans per batch, recorded while ``timeline.enabled`` (profiling).
         self.timeline = Timeline(enabled=False)
         self._stage.timeline = self.timeline
@@ -296,8 +296,10 @@ class DataLoader:
 
     # -- iteration -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
-        if self._active is not None:
-            self._active.close()
+        """A new pass (a :class:`LoaderIterator`); an unfinished earlier one is closed."""
+        import weakref  # the loader must not keep its iterator alive: dropping it is how a pass ends
+
+        self._close_iteration()
         epoch = self.epoch = self._next_epoch
         self._next_epoch = epoch + 1
         skip, self._resume_at = self._resume_at, 0
@@ -314,7 +316,8 @@ class DataLoader:
         runtime = self._runtime
 
         timeline = self.timeline
-        batches = _timed(batches, timeline, start=skip)
+        workers_failed: list[type] = []
+        batches = _timed(batches, timeline, start=skip, failures=workers_failed)
         numbers = itertools.count(skip)
 
         def process(raw: RawBatch):
@@ -322,40 +325,28 @@ class DataLoader:
                 result = self._stage(raw, epoch, next(numbers))
                 return result, runtime.record_event()
 
-        shutdown = getattr(source, "_shutdown_workers", None)
-        prefetcher = Prefetcher(batches, process, self.prefetch_depth,
-                                on_close=None if self._torch_loader.persistent_workers else shutdown)
-        self._active = prefetcher
-        return self._consume(prefetcher, epoch)
+        # What this pass uses, released once its prefetch thread has stopped: its workers
+        # (persistent ones belong to the loader), the decode threads, the side stream's work.
+        persistent = self._torch_loader.persistent_workers
+        shutdown = None if persistent else getattr(source, "_shutdown_workers", None)
+        decoder = self._cpu_decoder
 
-    def _consume(self, prefetcher: Prefetcher, epoch: int) -> Iterator[Any]:
-        new_bad = 0
-        number = self._consumed
-        try:
-            while True:
-                waited = time.perf_counter()
-                try:
-                    result, ready = next(prefetcher)
-                except StopIteration:
-                    break
-                self.timeline.add("consumer wait", number, waited, time.perf_counter())
-                number += 1
-                if result.bad:
-                    self.bad_samples.extend(result.bad)
-                    new_bad += len(result.bad)
-                # The consumer's stream waits for the side stream; tensors are marked as
-                # used by the consumer so their memory is not recycled under it.
-                batch = self._runtime.hand_over(ready, result.batch)
-                self.indices = result.indices
-                self._consumed += 1
-                yield batch
-            self._consumed = 0                       # the epoch is complete
-        finally:
-            prefetcher.close()
-            if new_bad:
-                action = "skipped" if self.on_error == "skip" else "replaced by other samples"
-                warnings.warn(f"gpuaug: {new_bad} bad sample(s) {action} in epoch {epoch}; "
-                              "see loader.bad_samples for index, path and reason", stacklevel=2)
+        def release() -> None:
+            # Persistent workers that failed (one killed, a timeout) cannot serve another
+            # pass: they go too, and the next pass starts new ones.
+            broken = self._shutdown_persistent_workers if persistent and workers_failed else None
+            _run_all(shutdown, broken, decoder.close, runtime.synchronize)
+
+        prefetcher = Prefetcher(batches, process, self.prefetch_depth, on_close=release)
+        iteration = LoaderIterator(self, prefetcher, epoch)
+        self._active = weakref.ref(iteration)
+        return iteration
+
+    def _close_iteration(self) -> None:
+        active = self._active() if self._active is not None else None
+        self._active = None
+        if active is not None:
+            active.close()
 
     # -- replay ----------------------------------------------------------------------------
     def replay(self, index: int, epoch: int | None = None) -> torch.Tensor:
@@ -374,11 +365,28 @@ class DataLoader:
         return self._stage.replay(raw, epoch)
 
     def close(self) -> None:
-        """Stop prefetching, shut workers down and release the decoder threads."""
-        if self._active is not None:
-            self._active.close()
-            self._active = None
-        self._cpu_decoder.close()
+        """Release everything the loader holds. Idempotent; iterating again starts afresh.
+
+        Closes the current pass (see :class:`LoaderIterator`), shuts persistent workers
+        down, stops the decode threads and waits for the side CUDA stream to be idle.
+        Runs on leaving ``with gpuaug.DataLoader(...) as loader:`` and when the loader is
+        garbage-collected.
+        """
+        _run_all(self._close_iteration, self._shutdown_persistent_workers, self._cpu_decoder.close,
+                 self._runtime.close)
+
+    def _shutdown_persistent_workers(self) -> None:
+        # torch keeps persistent workers in its loader's iterator until that is collected.
+        iterator, self._torch_loader._iterator = self._torch_loader._iterator, None
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+    def __enter__(self) -> "DataLoader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def __del__(self):
         try:
@@ -392,8 +400,112 @@ class DataLoader:
                 f"  transform={self.transform!r})")
 
 
-def _timed(batches, timeline: Timeline, start: int):
-    """The raw batches, recording how long the device stage waited for the workers."""
+class LoaderIterator:
+    """One pass over a :class:`DataLoader`: what ``iter(loader)`` returns.
+
+    The pass owns its prefetch thread, the decode threads, its worker processes (unless
+    ``persistent_workers``: those belong to the loader) and the batches prepared ahead
+    (pinned host buffers, device tensors). All of them are released when the pass ends,
+    however it ends: exhausted; an error in a worker, the decoder, a transform or your
+    loop body (released before the error reaches you); :meth:`close`; the iterator being
+    dropped (``break``, ``del``, garbage collection); a new ``iter(loader)``; or
+    ``loader.close()``.
+
+    Example:
+        >>> import io, threading, gpuaug
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.new("RGB", (8, 8)).save(buf, "PNG")
+        >>> it = iter(gpuaug.DataLoader([(buf.getvalue(), k) for k in range(8)], batch_size=2))
+        >>> images, labels = next(it)
+        >>> it.close()
+        >>> [t.name for t in threading.enumerate() if t.name.startswith("gpuaug")]
+        []
+    """
+
+    def __init__(self, loader: DataLoader, prefetcher: Prefetcher, epoch: int):
+        self._loader = loader
+        self._prefetcher = prefetcher
+        self.epoch = epoch
+        self._number = loader._consumed
+        self._new_bad = 0
+        self._closed = False
+
+    def __iter__(self) -> "LoaderIterator":
+        return self
+
+    def __next__(self):
+        if self._closed:
+            raise StopIteration
+        loader = self._loader
+        try:
+            waited = time.perf_counter()
+            try:
+                result, ready = next(self._prefetcher)
+            except StopIteration:
+                loader._consumed = 0                     # the epoch is complete
+                self._close(stacklevel=4)
+                raise
+            loader.timeline.add("consumer wait", self._number, waited, time.perf_counter())
+            self._number += 1
+            if result.bad:
+                loader.bad_samples.extend(result.bad)
+                self._new_bad += len(result.bad)
+            # The consumer's stream waits for the side stream; tensors are marked as
+            # used by the consumer so their memory is not recycled under it.
+            batch = loader._runtime.hand_over(ready, result.batch)
+        except StopIteration:
+            raise
+        except BaseException as error:
+            # Also KeyboardInterrupt while waiting: nothing of the pass may outlive it.
+            try:
+                self._close(stacklevel=4)
+            except Exception as cleanup:  # noqa: BLE001 - the first error is the one to see
+                error.add_note(f"gpuaug: shutting down after this error also failed: {cleanup!r}")
+            raise
+        loader.indices = result.indices
+        loader._consumed += 1
+        return batch
+
+    def close(self) -> None:
+        """End the pass now and release what it holds. Idempotent."""
+        self._close(stacklevel=3)
+
+    def _close(self, stacklevel: int) -> None:
+        self._closed = True
+        try:
+            self._prefetcher.close()
+        finally:
+            if self._new_bad:
+                new_bad, self._new_bad = self._new_bad, 0
+                action = "skipped" if self._loader.on_error == "skip" else "replaced by other samples"
+                warnings.warn(f"gpuaug: {new_bad} bad sample(s) {action} in epoch {self.epoch}; "
+                              "see loader.bad_samples for index, path and reason", stacklevel=stacklevel)
+
+    def __del__(self):
+        try:
+            self._close(stacklevel=2)
+        except Exception:  # noqa: BLE001 - never raise from a finalizer
+            pass
+
+
+def _run_all(*steps) -> None:
+    """Run every clean-up step (``None``: nothing to do) even when one fails; then raise
+    the first failure."""
+    failure = None
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            step()
+        except Exception as e:  # noqa: BLE001 - the remaining steps must still run
+            failure = failure or e
+    if failure is not None:
+        raise failure
+
+
+def _timed(batches, timeline: Timeline, start: int, failures: list | None = None):
+    """The raw batches, recording how long the device stage waited for the workers (and
+    in ``failures`` an error the workers raised)."""
     iterator = iter(batches)
     for number in itertools.count(start):
         waited = time.perf_counter()
@@ -401,6 +513,10 @@ def _timed(batches, timeline: Timeline, start: int):
             raw = next(iterator)
         except StopIteration:
             return
+        except BaseException as e:
+            if failures is not None:
+                failures.append(type(e))
+            raise
         timeline.add("wait for workers", number, waited, time.perf_counter())
         yield raw
 

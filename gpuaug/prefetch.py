@@ -4,8 +4,10 @@ The consumer (the training loop) takes batch *i* while batch *i+1* is being prep
 This is the scheduling logic shared by every device: on CPU the background thread
 does the work itself; on CUDA the same thread enqueues it on a side stream. Errors
 raised while preparing a batch are re-raised in the consumer with their original
-traceback; closing (loop exhausted, ``break`` then garbage collection, ``del``) stops
-the thread and the source.
+traceback, after the prefetcher has closed: the error reaches the consumer only once
+the thread is gone. Closing (loop exhausted, an error, ``break`` then garbage
+collection, ``del``) stops the thread, drops the results it prepared and then calls
+``on_close``, where the owner releases what the thread was using.
 """
 from __future__ import annotations
 
@@ -29,15 +31,21 @@ def _produce(source: Iterator, process: Callable[[Any], Any], out: queue.Queue, 
             if stop.is_set():
                 return
             result = process(item)
-            while not stop.is_set():
-                try:
-                    out.put(result, timeout=0.05)
-                    break
-                except queue.Full:
-                    continue
-        out.put(_DONE)
+            _put(out, result, stop)
+            item = result = None     # not held while waiting for the next item
+        _put(out, _DONE, stop)
     except BaseException as e:  # noqa: BLE001 - every error must reach the consumer
-        out.put(_Failure(e))
+        _put(out, _Failure(e), stop)
+
+
+def _put(out: queue.Queue, item, stop: threading.Event) -> None:
+    """Put ``item`` unless the consumer closes first (then nobody would take it)."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            continue
 
 
 class Prefetcher:
@@ -47,7 +55,10 @@ class Prefetcher:
         source: an iterator (e.g. a torch DataLoader iterator).
         process: the work to run on each item, off the consumer's thread.
         depth: how many processed items may wait for the consumer (>= 1).
-        on_close: called once when the prefetcher closes (e.g. to shut workers down).
+        on_close: called once when the prefetcher closes, after the thread has stopped
+            (e.g. to shut workers down); when it closes because ``process`` or
+            ``source`` raised, a failure of ``on_close`` is added as a note to that
+            error instead of replacing it.
 
     Example:
         >>> from gpuaug.prefetch import Prefetcher
@@ -85,26 +96,46 @@ class Prefetcher:
             self.close()
             raise StopIteration
         if isinstance(item, _Failure):
-            self.close()
-            raise item.error
+            error, item = item.error, None
+            try:
+                self._close_after(error)
+                raise error
+            finally:
+                error = None         # this frame is in error's traceback: no cycle through it
         return item
 
+    def _close_after(self, error: BaseException) -> None:
+        try:
+            self.close()
+        except Exception as cleanup:  # noqa: BLE001 - the stage's error is what the consumer must see
+            error.add_note(f"gpuaug: shutting down after this error also failed: {cleanup!r}")
+
     def close(self) -> None:
-        """Stop the background thread and release the source. Idempotent."""
+        """Stop the background thread, drop what it prepared, then call ``on_close``. Idempotent.
+
+        Waits for the item being processed to finish. If interrupted (KeyboardInterrupt
+        while waiting) a later call, or the finalizer, finishes the job.
+        """
         if self._closed:
             return
-        self._closed = True
         self._stop.set()
-        # Unblock a producer waiting on a full queue, then wait for it to notice.
-        while self._thread.is_alive():
-            try:
-                while True:
-                    self._queue.get_nowait()
-            except queue.Empty:
-                pass
-            self._thread.join(timeout=0.05)
-        if self._on_close is not None:
-            self._on_close()
+        if self._thread is not threading.current_thread():
+            # Unblock a producer waiting on a full queue, then wait for it to notice.
+            while self._thread.is_alive():
+                self._drain()
+                self._thread.join(timeout=0.05)
+        self._drain()                # prepared results (pinned inputs, device tensors) go now
+        self._closed = True
+        on_close, self._on_close = self._on_close, None
+        if on_close is not None:
+            on_close()
+
+    def _drain(self) -> None:
+        try:
+            while True:
+                self._queue.get_nowait()
+        except queue.Empty:
+            pass
 
     def __del__(self):
         try:

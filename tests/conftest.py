@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import multiprocessing
+import os
 
 import pytest
 import torch
@@ -32,6 +34,17 @@ def nan_poison():
     torch.utils.deterministic.fill_uninitialized_memory = True
     yield
     torch.use_deterministic_algorithms(old)
+
+
+def rss_kb(pid: int) -> int:
+    """Resident memory of process ``pid`` in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+def tree_rss_kb() -> int:
+    """Resident memory of this process and its worker processes, in KiB."""
+    return rss_kb(os.getpid()) + sum(rss_kb(p.pid) for p in multiprocessing.active_children())
 
 
 def make_image_folder(root, sizes, classes=("cat", "dog"), fmt="JPEG", seed=0):

@@ -17,7 +17,7 @@ import torchvision
 import gpuaug
 from gpuaug import transforms as T
 
-from conftest import encode, make_image_folder, photo_like
+from conftest import encode, make_image_folder, photo_like, tree_rss_kb
 
 SIZES = [(30 + 3 * k, 50 - 2 * k) for k in range(11)]
 
@@ -135,11 +135,6 @@ def test_resume_iterable_dataset():
     assert all(torch.equal(a, b) for a, b in zip(head + tail, full)) and len(head + tail) == len(full)
 
 
-def _rss_kb(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-
-
 def test_soak_memory_files_and_threads_stay_flat():
     data = [(encode(photo_like(16, 16, seed=k), "PNG"), k) for k in range(100)]
     loader = gpuaug.DataLoader(data, batch_size=1, num_workers=1, persistent_workers=True, seed=0,
@@ -150,7 +145,7 @@ def test_soak_memory_files_and_threads_stay_flat():
         for _ in loader:
             pass
         # the process tree: this process and its persistent worker
-        rss.append(_rss_kb(os.getpid()) + sum(_rss_kb(p.pid) for p in multiprocessing.active_children()))
+        rss.append(tree_rss_kb())
         fds.append(len(os.listdir("/proc/self/fd")))
         threads.append(threading.active_count())
     assert (max(rss[1:]) - rss[1]) / rss[1] < 0.05, rss
