@@ -78,6 +78,7 @@ BASELINE = "torchvision-pil"
 RECIPES = ("train", "eval", "randaug")
 #: The two targets of ``benchmarks/README.md``.
 WORKER_CPU_TARGET = 1 / 25        # gpuaug's read+pack workers vs the baseline's CPU per image
+CPU_VS_DALI_TARGET = 1.2          # gpuaug on CPU vs DALI's CPU pipeline, images/s (issue 10)
 QUICK_IMAGES = 64
 
 
@@ -736,7 +737,7 @@ def targets(results: list[Result]) -> dict:
         ratio = best.images_per_s / by["dali-cpu"].images_per_s
         out["cpu_vs_dali"] = {"pipeline": best.pipeline, "gpuaug_images_per_s": best.images_per_s,
                               "dali_images_per_s": by["dali-cpu"].images_per_s, "ratio": ratio,
-                              "target": 1.0, "met": ratio > 1.0}
+                              "target": CPU_VS_DALI_TARGET, "met": ratio >= CPU_VS_DALI_TARGET}
     return out
 
 
@@ -750,7 +751,7 @@ def targets_text(t: dict) -> str:
                      f"{'met' if w['met'] else 'MISSED'}")
     if "cpu_vs_dali" in t:
         c = t["cpu_vs_dali"]
-        lines.append(f"target (ii) gpuaug on CPU faster than DALI's CPU pipeline: {c['ratio']:.2f}x "
+        lines.append(f"target (ii) gpuaug on CPU >= {c['target']:g}x DALI's CPU pipeline: {c['ratio']:.2f}x "
                      f"({c['gpuaug_images_per_s']:.0f} vs {c['dali_images_per_s']:.0f} images/s, {c['pipeline']}) "
                      f"-> {'met' if c['met'] else 'MISSED'}")
     return "\n".join(lines)
