@@ -246,7 +246,6 @@ class DeviceStage:
         targets = _map_tensors(targets, self.decoder.upload)   # non_blocking on CUDA
         return StageResult(rebuild(raw.layout, out, targets), indices, bad)
 
-
     def replay(self, raw: RawBatch, epoch: int) -> torch.Tensor:
         """Render the one sample of ``raw`` as a batch of ``epoch`` rendered it."""
         if self.fast is not None:
@@ -339,8 +338,7 @@ class DeviceStage:
         images: list = [None] * len(raw)
         if self.fetch is None or self.dataset_size == 0:       # replacements come from this batch's good rows
             for g in good:
-                images[g] = self._decode_for(raw, g, raw.image_info(g), None)[0] if int(raw.info[g, FORMAT]) != RAW \
-                    else to_rgb(raw.pixels(g))
+                images[g] = self._decode_for(raw, g, raw.image_info(g), None)[0]     # RAW rows: their pixels
         rows, extra_rests, sizes = list(range(len(raw))), [], params.input_sizes.clone()
         replacements = {}
         for k, b in enumerate(sorted(failed)):
