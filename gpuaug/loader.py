@@ -10,6 +10,7 @@ import functools
 import itertools
 import time
 import warnings
+import weakref
 from typing import Any, Iterator, Sequence
 
 import torch
@@ -297,8 +298,6 @@ class DataLoader:
     # -- iteration -------------------------------------------------------------------------
     def __iter__(self) -> Iterator[Any]:
         """A new pass (a :class:`LoaderIterator`); an unfinished earlier one is closed."""
-        import weakref  # the loader must not keep its iterator alive: dropping it is how a pass ends
-
         self._close_iteration()
         epoch = self.epoch = self._next_epoch
         self._next_epoch = epoch + 1
@@ -339,7 +338,7 @@ class DataLoader:
 
         prefetcher = Prefetcher(batches, process, self.prefetch_depth, on_close=release)
         iteration = LoaderIterator(self, prefetcher, epoch)
-        self._active = weakref.ref(iteration)
+        self._active = weakref.ref(iteration)    # not a strong reference: dropping the iterator ends the pass
         return iteration
 
     def _close_iteration(self) -> None:
