@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import signal
 import time
 import warnings
 import weakref
@@ -515,9 +516,44 @@ def _timed(batches, timeline: Timeline, start: int, failures: list | None = None
         except BaseException as e:
             if failures is not None:
                 failures.append(type(e))
+            dead = _dead_worker_error(iterator, e) if isinstance(e, (OSError, EOFError)) else None
+            if dead is not None:
+                raise dead from e
             raise
         timeline.add("wait for workers", number, waited, time.perf_counter())
         yield raw
+
+
+def _dead_worker_error(iterator, error: BaseException, grace_s: float = 2.0) -> RuntimeError | None:
+    """The error to raise when ``error`` (a broken pipe or socket while reading a batch)
+    came from a worker process that died, naming it; ``None`` if every worker still lives.
+
+    torch names a dead worker only when it sees it dead at the moment its queue read
+    fails; a worker killed while the main process fetches its batch's shared memory
+    breaks the socket a moment before the process can be reaped, and torch re-raises the
+    bare ``ConnectionResetError``. The exit shows up within ``grace_s``.
+    """
+    workers = list(getattr(iterator, "_workers", ()))
+    deadline = time.monotonic() + grace_s
+    while workers:
+        dead = [w for w in workers if w.exitcode is not None]
+        if dead:
+            described = ", ".join(f"pid {w.pid} {_exit_reason(w.exitcode)}" for w in dead)
+            return RuntimeError(f"DataLoader worker ({described}) exited unexpectedly while a batch "
+                                f"was being read: {error!r}")
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(0.05)
+    return None
+
+
+def _exit_reason(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            return f"killed by signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit code {exitcode}"
 
 
 def _batch_decoder(kind: str, cpu: CpuDecoder, runtime) -> BatchDecoder:

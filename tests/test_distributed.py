@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,3 +175,39 @@ def test_killed_worker_surfaces_as_an_error_naming_it():
             pass
     assert time.perf_counter() - start < 20
     assert str(pids[0]) in str(err.value)
+
+
+class _WorkersOnly:
+    """Stands in for torch's multi-process iterator: only its ``_workers`` list is read."""
+
+    def __init__(self, workers):
+        self._workers = workers
+
+
+def test_a_reset_socket_from_a_dying_worker_names_the_worker():
+    # The race CI met: the worker dies while the main process fetches its batch's shared
+    # memory; the socket breaks before the process can be reaped, so torch re-raises the
+    # bare ConnectionResetError. The loader must still name the worker.
+    from gpuaug.loader import _dead_worker_error
+
+    worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    worker.start()
+    threading.Timer(0.2, os.kill, (worker.pid, signal.SIGKILL)).start()
+    reset = ConnectionResetError(104, "Connection reset by peer")
+    error = _dead_worker_error(_WorkersOnly([worker]), reset, grace_s=10)
+    assert isinstance(error, RuntimeError)
+    assert re.search(rf"worker \(pid {worker.pid} killed by signal SIGKILL\).*exited", str(error))
+    assert "Connection reset" in str(error)
+
+
+def test_a_reset_socket_with_every_worker_alive_is_not_renamed():
+    from gpuaug.loader import _dead_worker_error
+
+    worker = multiprocessing.get_context("fork").Process(target=time.sleep, args=(30,))
+    worker.start()
+    try:
+        assert _dead_worker_error(_WorkersOnly([worker]), ConnectionResetError(), grace_s=0.2) is None
+        assert _dead_worker_error(object(), ConnectionResetError(), grace_s=0.2) is None
+    finally:
+        worker.kill()
+        worker.join()
