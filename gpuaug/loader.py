@@ -228,7 +228,9 @@ class DataLoader:
         self._stage = DeviceStage(self.transform, self.device, self.seed, on_error, self._decoder,
                                   channels_last, backend=self.backend, fetch=fetch,
                                   dataset_size=0 if self._iterable else len(dataset),
-                                  max_pixels=max_image_pixels, fast_cpu=fused is None)
+                                  max_pixels=max_image_pixels, fast_cpu=fused is None,
+                                  # one being written, the queued ones, the consumer's and the one it just dropped
+                                  keep_batches=prefetch_depth + 3)
         self._active = None                 # weak reference to the current pass
         #: Stage spans per batch, recorded while ``timeline.enabled`` (profiling).
         self.timeline = Timeline(enabled=False)
@@ -373,7 +375,7 @@ class DataLoader:
         garbage-collected.
         """
         _run_all(self._close_iteration, self._shutdown_persistent_workers, self._cpu_decoder.close,
-                 self._runtime.close)
+                 self._runtime.close, self._stage.clear_buffers)
 
     def _shutdown_persistent_workers(self) -> None:
         # torch keeps persistent workers in its loader's iterator until that is collected.

@@ -18,7 +18,7 @@ import torch
 
 from .collate import gather_rows
 from .batch_decode import BatchDecoder
-from .cpu_path import FastCpuPath, pick_scale, render_sample, scaled_box
+from .cpu_path import BatchBuffers, FastCpuPath, pick_scale, render_sample, scaled_box
 from .decode import _decode, decode_scaled, flip_image
 from .errors import BadSample, BadSampleError, DecodeError
 from .pack import BAD, FORMAT, HEIGHT, RAW, WIDTH, RawBatch, inspect_sample
@@ -73,12 +73,14 @@ class DeviceStage:
         fast_cpu: on a CPU device with the CPU decoder, render pipelines that start with a
             RandomResizedCrop through :mod:`gpuaug.cpu_path` (uint8 resize, color per
             sample, one task per sample) instead of decode-then-reference.
+        keep_batches: output batches the fast CPU path keeps to write again once nobody
+            holds them (:class:`gpuaug.cpu_path.BatchBuffers`; 0: a new one per batch).
     """
 
     def __init__(self, transform: Compose | None, device: torch.device, seed: int, on_error: str,
                  decoder: BatchDecoder, channels_last: bool = False, backend=None,
                  fetch: Callable[[int], RawSample] | None = None, dataset_size: int = 0,
-                 max_pixels: int = 0, fast_cpu: bool = False):
+                 max_pixels: int = 0, fast_cpu: bool = False, keep_batches: int = 0):
         if on_error not in ON_ERROR:
             raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
         self.transform = transform if transform is not None else Compose([])
@@ -95,6 +97,7 @@ class DeviceStage:
         self.fast = None
         if fast_cpu and backend is None and device.type == "cpu" and decoder.batched is None:
             self.fast = FastCpuPath.for_pipeline(self.transform)
+        self.buffers = BatchBuffers(keep_batches) if self.fast is not None and keep_batches else None
 
     # -- 1. decode ---------------------------------------------------------------------
     def decode(self, raw: RawBatch) -> tuple[list[torch.Tensor | None], dict[int, str]]:
@@ -249,7 +252,7 @@ class DeviceStage:
     def replay(self, raw: RawBatch, epoch: int) -> torch.Tensor:
         """Render the one sample of ``raw`` as a batch of ``epoch`` rendered it."""
         if self.fast is not None:
-            out, *_ = self.render_fast(raw, epoch, 0, on_error="raise")
+            out, *_ = self.render_fast(raw, epoch, 0, on_error="raise", recycle=False)
             return out[0]
         images, failed = self.decode(raw)
         if failed:
@@ -257,12 +260,19 @@ class DeviceStage:
         return self.augment(images, raw.indices, epoch)[0][0]
 
     # -- the fast CPU path ------------------------------------------------------------------
-    def render_fast(self, raw: RawBatch, epoch: int, batch: int = 0, on_error: str | None = None):
+    def clear_buffers(self) -> None:
+        """Let go of the recycled output batches (those still held elsewhere live on there)."""
+        if self.buffers is not None:
+            self.buffers.clear()
+
+    def render_fast(self, raw: RawBatch, epoch: int, batch: int = 0, on_error: str | None = None,
+                    recycle: bool = True):
         """Decode and augment each sample in one task on the CPU pool (:mod:`gpuaug.cpu_path`).
 
         The parameters are drawn from the header sizes first, so each JPEG is decoded at the
         DCT scale its crop allows; bad rows then follow ``on_error`` as in the reference flow
         (a replacement is decoded in full and drawn with the row's own key and its own size).
+        With ``recycle`` the batch is written into a free buffer of :attr:`buffers`.
 
         Returns:
             (images ``[B', C, h, w]``, parameters of those rows, their indices, targets, bad records)
@@ -272,7 +282,7 @@ class DeviceStage:
             sizes = raw.info[:, [HEIGHT, WIDTH]].to(torch.int64).clamp(min=1)
             keys = SampleKeys(self.seed, epoch, raw.indices.cpu())
             params = self.transform.make_pipeline_params(keys, sizes, channels=3)
-        out = fast.output(n, self.channels_last)
+        out = fast.output(n, self.channels_last, self.buffers if recycle else None)
         crop = params.per_op[0]
         boxes = torch.stack([crop.top, crop.left, crop.height, crop.width], 1).tolist()
         steps = fast.batch_steps(params)

@@ -18,10 +18,7 @@
 //
 // The torch reference that defines each step is named in the comments.
 #include "descriptor.h"
-
-#define GPUAUG_LUMA_R 0.2989f   // gpuaug.transforms._color._LUMA
-#define GPUAUG_LUMA_G 0.587f
-#define GPUAUG_LUMA_B 0.114f
+#include "color.h"
 // Contrast needs the per-image mean of the luma. Summing it as 2^-20 fixed point in a
 // 64-bit integer makes the sum independent of the order threads add it in (float
 // atomics are not), so results are reproducible run to run.
@@ -127,52 +124,12 @@ extern "C" __global__ void gpuaug_hpass(const SampleDesc* __restrict__ descs, fl
 }
 
 // ---------------------------------------------------------------------------------
-// Color ops on one RGB pixel, in the working range [0, bound].
-// Reference: gpuaug.transforms._color.adjust_* (torchvision's formulas).
+// Color ops on one RGB pixel, in the working range [0, bound]: the jitter formulas are
+// color.h's, shared with the CPU path. Reference: gpuaug.transforms._color.adjust_*.
 // ---------------------------------------------------------------------------------
 __device__ __forceinline__ float clampf(float v, float lo, float hi) { return fminf(fmaxf(v, lo), hi); }
 
-__device__ __forceinline__ float luma(const float* p) {
-    return GPUAUG_LUMA_R * p[0] + GPUAUG_LUMA_G * p[1] + GPUAUG_LUMA_B * p[2];
-}
-
-__device__ __forceinline__ void shift_hue(float* p, float shift, float bound) {
-    // rgb_to_hsv / hsv_to_rgb of gpuaug.transforms._color (hexcone model).
-    float r = p[0] / bound, g = p[1] / bound, b = p[2] / bound;
-    float maxc = fmaxf(r, fmaxf(g, b));
-    float minc = fminf(r, fminf(g, b));
-    float delta = maxc - minc;
-    float h = 0.0f, s = 0.0f;
-    if (delta != 0.0f) {
-        float rc = (maxc - r) / delta, gc = (maxc - g) / delta, bc = (maxc - b) / delta;
-        if (maxc == r) h = bc - gc;
-        else if (maxc == g) h = 2.0f + rc - bc;
-        else h = 4.0f + gc - rc;
-        h = h / 6.0f;
-        h = h - floorf(h);
-    }
-    if (maxc != 0.0f) s = delta / maxc;
-    h = h + shift;
-    h = h - floorf(h);
-    float h6 = h * 6.0f;
-    float sector = floorf(h6);
-    float f = h6 - sector;
-    int i = ((int)sector) % 6;
-    float v = maxc;
-    float pp = clampf(v * (1.0f - s), 0.0f, 1.0f);
-    float q = clampf(v * (1.0f - s * f), 0.0f, 1.0f);
-    float t = clampf(v * (1.0f - s * (1.0f - f)), 0.0f, 1.0f);
-    float rr, gg, bb;
-    switch (i) {
-        case 0: rr = v; gg = t; bb = pp; break;
-        case 1: rr = q; gg = v; bb = pp; break;
-        case 2: rr = pp; gg = v; bb = t; break;
-        case 3: rr = pp; gg = q; bb = v; break;
-        case 4: rr = t; gg = pp; bb = v; break;
-        default: rr = v; gg = pp; bb = q; break;
-    }
-    p[0] = rr * bound; p[1] = gg * bound; p[2] = bb * bound;
-}
+__device__ __forceinline__ float luma(const float* p) { return luma_rgb(p[0], p[1], p[2]); }
 
 // Pixel ops of gpuaug.transforms._augment: invert (bound - x), solarize (invert at or
 // above the threshold `f`), posterize on uint8 levels (keep `f` bits of round(x)).
@@ -195,7 +152,7 @@ __device__ __forceinline__ void apply_color(const SampleDesc& d, float* p, int f
         float f = d.color_factor[k];
         int op = d.color_op[k];
         if (op == GPUAUG_HUE) {
-            shift_hue(p, f, bound);
+            shift_hue_rgb(p[0], p[1], p[2], 6.0f * f);
             continue;
         }
         if (op >= GPUAUG_INVERT) {
@@ -203,7 +160,7 @@ __device__ __forceinline__ void apply_color(const SampleDesc& d, float* p, int f
             continue;
         }
         float gray = op == GPUAUG_SATURATION ? luma(p) : (op == GPUAUG_CONTRAST ? mean : 0.0f);
-        for (int c = 0; c < 3; ++c) p[c] = clampf(p[c] * f + gray * (1.0f - f), 0.0f, bound);
+        for (int c = 0; c < 3; ++c) p[c] = blend_channel(p[c], f, gray, bound);
     }
 }
 

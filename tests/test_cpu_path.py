@@ -14,6 +14,7 @@ import gpuaug
 from gpuaug import cpu_path
 from gpuaug import transforms as T
 from gpuaug.decode import CpuDecoder, decode_scaled
+from gpuaug.fused.host import CpuColor, build_library
 from gpuaug.headers import read_header
 from gpuaug.rng import SampleKeys
 
@@ -332,12 +333,108 @@ def test_scripted_chain_is_the_python_chain():
     x = torch.rand(3, 500) * 255
     y = x.clone()
     ops, factors = [2, 0, 3, 1], [1.3, 0.7, -0.08, 1.2]
-    cpu_path.jitter_chain(x, ops, factors, 255.0)
+    cpu_path._scripted_chain()(x, ops, factors, 255.0)
     cpu_path._jitter_chain(y, ops, factors, 255.0)
     assert torch.equal(x, y)
-    z = torch.rand(3, 20, 25)
-    w = z.reshape(3, -1).clone()
-    cpu_path.jitter_chain(w, ops, factors, 1.0)
-    for op, f in zip(ops, factors):
-        z = TV_ADJUST[op](z, f)
-    assert (w.reshape(3, 20, 25) - z).abs().max() <= 1e-5
+
+
+# -- the compiled color loops (kernels/cpu_color.cpp with kernels/color.h) ----------------------------
+
+def native_color():
+    native = CpuColor.get()
+    assert native is not None, f"the CPU color loops did not build: {CpuColor._failed}"
+    return native
+
+
+@pytest.mark.parametrize("op", range(4))
+def test_compiled_color_ops_match_torchvision(op):
+    x = torch.rand(3, 37, 41)
+    x[:, :5] = x[:1, :5]                       # gray pixels: hue 0, chroma 0
+    x[:, 5:8] = torch.tensor([1.0, 0.0, 0.0]).reshape(3, 1, 1)
+    x[:, 8:10] = torch.tensor([1.0, 1.0, 0.0]).reshape(3, 1, 1)   # ties between channels
+    x[:, 10:12] = torch.tensor([0.2, 0.7, 0.7]).reshape(3, 1, 1)
+    for factor in ((0.0, 0.5, 1.0, 1.4, 2.0) if op < 3 else (-0.5, -0.3, -0.1, 0.0, 0.05, 0.1, 0.37, 0.5)):
+        for bound in (1.0, 255.0):
+            planes = (x * bound).reshape(3, -1).clone()
+            native_color().jitter(planes, [op], [factor], bound)
+            ref = TV_ADJUST[op](x, factor) * bound
+            assert (planes.reshape(x.shape) - ref).abs().max() <= 2e-6 * bound, (op, factor, bound)
+
+
+def test_compiled_chain_matches_torchvision_and_the_torch_chain():
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(20):
+        z = torch.rand(3, 23, 31, generator=gen)
+        order = torch.randperm(4, generator=gen).tolist()
+        factors = [float(torch.empty(()).uniform_(0.6, 1.4, generator=gen)) if op < 3
+                   else float(torch.empty(()).uniform_(-0.1, 0.1, generator=gen)) for op in order]
+        w = z.reshape(3, -1).clone()
+        cpu_path.jitter_chain(w, order, factors, 1.0)          # the compiled loops where they build
+        t = z.reshape(3, -1).clone()
+        cpu_path._jitter_chain(t, order, factors, 1.0)
+        ref = z
+        for op, f in zip(order, factors):
+            ref = TV_ADJUST[op](ref, f)
+        assert (w.reshape(z.shape) - ref).abs().max() <= 1e-5, (order, factors)
+        assert (w - t).abs().max() <= 1e-5
+
+
+def test_jitter_chain_falls_back_to_torchscript_without_a_compiler(monkeypatch):
+    x = torch.rand(3, 300) * 255
+    expected = x.clone()
+    cpu_path._jitter_chain(expected, [3, 1], [0.2, 1.3], 255.0)
+    monkeypatch.setattr(CpuColor, "get", classmethod(lambda cls: None))
+    cpu_path.jitter_chain(x, [3, 1], [0.2, 1.3], 255.0)
+    assert torch.equal(x, expected)
+
+
+def test_compiled_color_rejects_what_it_cannot_run():
+    with pytest.raises(ValueError, match="float32"):
+        native_color().jitter(torch.zeros(3, 4, dtype=torch.float64), [0], [1.0], 1.0)
+    with pytest.raises(ValueError, match="unknown ColorJitter op"):
+        native_color().jitter(torch.zeros(3, 4), [7], [1.0], 1.0)
+
+
+def test_compiled_color_library_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
+    monkeypatch.setenv("GPUAUG_CACHE", str(tmp_path))
+    path = build_library("cpu_color.cpp", [["-O2", "-std=c++17", "-shared", "-fPIC"]])
+    assert path.parent == tmp_path / "host" and path.name.startswith("gpuaug_cpu_color_")
+    assert build_library("cpu_color.cpp", [["-O2", "-std=c++17", "-shared", "-fPIC"]]) == path   # from the cache
+    with pytest.raises(gpuaug.errors.FusedUnavailable, match="cpu_color.cpp"):
+        build_library("cpu_color.cpp", [["-O2", "--no-such-flag", "-shared"]])
+
+
+# -- recycled output batches ----------------------------------------------------------------------
+
+def test_held_batches_are_never_overwritten_and_free_ones_are_reused():
+    images = [photo_like(40 + 3 * k, 50 - 2 * k, seed=k) for k in range(8)]
+    data = [(encode(img, "PNG"), k) for k, img in enumerate(images)]
+    loader = gpuaug.DataLoader(data, batch_size=2, seed=0, transform=recipe(16), device="cpu")
+    assert loader._stage.buffers is not None
+    held, copies = [], []
+    for epoch in range(2):
+        for images_, _ in loader:
+            held.append(images_ if epoch == 0 else images_[1])     # whole batches, then single rows
+            copies.append(held[-1].clone())
+    for kept, copy in zip(held, copies):
+        assert torch.equal(kept, copy)                              # nothing held was written again
+    addresses = set()
+    for _ in range(3):
+        for images_, _ in loader:                                   # dropped at once: memory comes back
+            addresses.add(images_.data_ptr())
+    assert len(addresses) <= loader.prefetch_depth + 3
+    loader.close()
+    assert not loader._stage.buffers._buffers
+
+
+def test_replay_does_not_take_a_recycled_batch():
+    data = [(encode(photo_like(30, 40, seed=k), "PNG"), k) for k in range(4)]
+    loader = gpuaug.DataLoader(data, batch_size=4, seed=0, transform=recipe(16), device="cpu")
+    (batch, _), = list(loader)
+    expected = batch.clone()
+    del batch
+    replays = [loader.replay(i) for i in range(4)]
+    for i, row in enumerate(replays):
+        assert torch.equal(row, expected[i])
+    (again, _), = list(loader)
+    assert all(torch.equal(row, expected[i]) for i, row in enumerate(replays))

@@ -1,6 +1,6 @@
 """The CUDA backend: ``kernels/fused.cu`` through NVRTC and CuPy.
 
-The source handed to NVRTC has ``descriptor.h`` inlined and a hash of all of
+The source handed to NVRTC has its headers (``descriptor.h``, ``color.h``) inlined and a hash of all of
 ``kernels/`` stamped in a comment, because CuPy's compile cache is keyed by the source
 text and the options, not by the headers it finds through ``-I``: an edited header
 must change the key. The CuPy calls themselves are in :class:`gpuaug.device.CupyModule`
@@ -26,11 +26,16 @@ OPTIONS = ("-std=c++17",)
 _MARSHAL = {"p": lambda a: np.uint64(a.data_ptr()), "i": np.int32, "f": np.float32, "q": np.int64}
 
 
+#: The headers fused.cu includes, inlined in that order.
+HEADERS = ("descriptor.h", "color.h")
+
+
 def cuda_source() -> str:
-    """``fused.cu`` with its header inlined, stamped with the hash of ``kernels/``."""
+    """``fused.cu`` with its headers inlined, stamped with the hash of ``kernels/``."""
     root = kernels_dir()
-    header = (root / "descriptor.h").read_text()
-    body = (root / "fused.cu").read_text().replace('#include "descriptor.h"', header)
+    body = (root / "fused.cu").read_text()
+    for header in HEADERS:
+        body = body.replace(f'#include "{header}"', (root / header).read_text())
     return f"// gpuaug kernels sha256 {kernel_sources_hash()}\n{body}"
 
 
