@@ -5,13 +5,16 @@ pipeline starts with a :class:`~gpuaug.transforms.RandomResizedCrop`; ``fused=Fa
 still runs the torch reference op by op. What it does differently, and why it is faster
 on a CPU:
 
-1. **Decode only what the crop needs (opt-in, off by default).** The crop boxes are drawn
-   from the header sizes before any pixel is decoded, so a JPEG whose box is at least twice
-   the output size in both dimensions can be decoded at 1/2, 1/4 or 1/8 scale by libjpeg's
-   DCT scaling (see :func:`pick_scale`, :func:`scaled_box`,
-   :func:`gpuaug.decode.decode_scaled`); set ``FastCpuPath.dct_scaling = True``. It is off
-   because it misses the tolerance of the tests against torchvision on a full decode
-   (mean error <= 1 level): on the embedded photos, cropping whole images to 25-100 px,
+1. **Decode only what the crop needs.** The crop boxes are drawn from the header sizes
+   before any pixel is decoded, so each JPEG is decoded over its box alone
+   (:func:`gpuaug.decode.decode_region`: libjpeg-turbo skips the rows above the box, never
+   reads those below, and decodes each row from the iMCU column left of the box): the very
+   pixels of a full decode, for about 0.6 of its cost on ImageNet-like photos
+   (``FastCpuPath.region_decode``, on). A JPEG whose box is at least twice the output size
+   in both dimensions could also be decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT
+   scaling (see :func:`pick_scale`, :func:`scaled_box`, :func:`gpuaug.decode.decode_scaled`;
+   ``FastCpuPath.dct_scaling = True``). That is off because it misses the tolerance of the
+   tests against torchvision on a full decode (mean error <= 1 level): on the embedded photos, cropping whole images to 25-100 px,
    the mean absolute difference from ``resized_crop`` of the full decode is 1.5 levels at
    3-10x oversampling after the DCT scale and 2.4-3.7 levels at 1-3x (libjpeg's scaled
    IDCT is a different low-pass than the antialiased triangle filter), and on ImageNet-like
@@ -23,10 +26,12 @@ on a CPU:
    The reference instead resizes in float32 and keeps the unrounded values.
 3. **Color and normalization per sample, in cache.** Each sample runs its own
    ColorJitter order on its own ``[3, H*W]`` float32 planes (a few hundred KB, cache
-   resident) with fewer passes than the reference (:func:`adjust_hue` computes the hue
-   shift without building HSV planes and without ``torch.where``/``remainder``, which are
-   not vectorized on CPU); ToDtype and Normalize fold into one multiply-add that writes the
-   output row.
+   resident) as one vectorized C++ loop per op (:class:`gpuaug.native.CpuColor`: the
+   per-pixel formulas of ``kernels/color.h``, which the CUDA kernels use too, compiled for
+   this CPU); where no compiler is found, as TorchScript ops with fewer passes than the
+   reference (:func:`adjust_hue` computes the hue shift without building HSV planes and
+   without ``torch.where``/``remainder``, which are not vectorized on CPU). ToDtype and
+   Normalize fold into one multiply-add that writes the output row.
 4. **Both cores.** Every sample is one task on the CPU decoder's thread pool, whose
    threads run torch single-threaded (:class:`gpuaug.decode.CpuDecoder`): decode of one
    sample overlaps augmentation of another, and pool threads x torch threads stays at the
@@ -34,7 +39,8 @@ on a CPU:
 
 Differences from the reference (``tests/test_cpu_path.py``): one uint8 rounding after the
 resize (at most half a level before the color ops; the output is then exactly
-torchvision's uint8 ``resized_crop`` followed by its float color ops, within 1e-4), and,
+torchvision's uint8 ``resized_crop`` of the full decode followed by its float color ops,
+within 1e-4), and,
 only with ``dct_scaling``, libjpeg's scaled IDCT in place of a full decode plus the first
 part of the antialias filter, with the crop box edges rounded to the scaled pixel grid
 (at most half an output pixel, see :func:`scaled_box`). Draws, replay, ``on_error`` and
@@ -60,7 +66,7 @@ import torch
 import torch.nn.functional as F
 
 from .decode import orientation_parts
-from .fused.host import CpuColor
+from .native import CpuColor
 from .transforms import (ColorJitter, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop,
                          RandomVerticalFlip, ToDtype)
 from .transforms._base import ImageState, PipelineParams, finalize
@@ -207,7 +213,7 @@ def _scripted_chain():
 
 def jitter_chain(x: torch.Tensor, ops: list[int], factors: list[float], bound: float) -> None:
     """:func:`_jitter_chain`'s ops on ``[3, N]`` float32 planes, in place, in one call that
-    releases the GIL: the compiled loops of :class:`gpuaug.fused.host.CpuColor` (3-4x
+    releases the GIL: the compiled loops of :class:`gpuaug.native.CpuColor` (3-4x
     faster, one vectorized pass per op), else the TorchScript chain."""
     native = CpuColor.get()
     if native is not None and x.is_contiguous():
@@ -281,6 +287,9 @@ class FastCpuPath:
     #: Decode JPEGs at a DCT scale when the crop allows it (see the module docstring: off
     #: because it misses the full-decode tolerance).
     dct_scaling: bool = False
+    #: Decode only each JPEG's crop box (:func:`gpuaug.decode.decode_region`): the same
+    #: pixels as a full decode, so on by default.
+    region_decode: bool = True
 
     def __init__(self, transforms: list, head: int, dtype: torch.dtype):
         self.transforms = transforms

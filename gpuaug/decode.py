@@ -74,6 +74,7 @@ from PIL import Image
 
 from .errors import DecodeError
 from .headers import ImageInfo
+from .native import JpegRegion
 
 #: Images decoded in this process, per backend ("torchcodec", "pil", "torchvision").
 #: Worker processes must never decode, so theirs stays empty.
@@ -302,6 +303,59 @@ def decode_scaled(data, info: ImageInfo, scale: int) -> torch.Tensor:
     if tuple(img.shape[-2:]) != expected:
         raise DecodeError(f"JPEG decoded at 1/{scale} is {tuple(img.shape[-2:])}, expected {expected}")
     return img
+
+
+def stored_box(top: int, left: int, height: int, width: int, info: ImageInfo) -> tuple[int, int, int, int]:
+    """The box of the *stored* image that EXIF orientation turns into the upright box
+    ``(top, left, height, width)`` of ``info``'s ``(height, width)`` image.
+
+    Example:
+        >>> stored_box(0, 0, 2, 3, ImageInfo("jpeg", 10, 20, 3, 6))   # rotated 90 clockwise: top-left
+        (17, 0, 3, 2)
+    """
+    swap, flip_y, flip_x = orientation_parts(info.orientation)
+    if flip_y:
+        top = info.height - top - height
+    if flip_x:
+        left = info.width - left - width
+    return (left, top, width, height) if swap else (top, left, height, width)
+
+
+def decode_region(data, info: ImageInfo, top: int, left: int, height: int, width: int) -> torch.Tensor | None:
+    """Decode only the upright box ``(top, left, height, width)`` of a JPEG.
+
+    libjpeg-turbo skips the rows above the box, never reads those below it and decodes
+    each row from the last iMCU boundary left of the box (:class:`gpuaug.native.JpegRegion`):
+    the box's pixels of a full decode, bit for bit, for roughly the box's share of the work.
+    EXIF orientation is applied to the box. Returns ``[3, height, width]`` uint8 (a
+    channels-last view for upright files), or ``None`` where the caller should decode in
+    full: no libjpeg build, not a YCbCr/gray JPEG, or a file that does not end with the
+    EOI marker (truncated: a box above the cut would decode, the full image would not).
+
+    Raises:
+        DecodeError: libjpeg's error or corrupt-data warning in the rows it decoded.
+
+    Example:
+        >>> import io, numpy as np
+        >>> from PIL import Image
+        >>> buf = io.BytesIO(); Image.fromarray(np.full((40, 60, 3), 90, np.uint8)).save(buf, "JPEG")
+        >>> decode_region(buf.getvalue(), ImageInfo("jpeg", 40, 60, 3), 8, 16, 10, 12).shape
+        torch.Size([3, 10, 12])
+    """
+    if info.format != "jpeg" or info.cmyk:
+        return None
+    decoder = JpegRegion.get()
+    if decoder is None:
+        return None
+    if not isinstance(data, torch.Tensor):
+        data = _as_bytes(data)
+    if len(data) < 4 or int(data[-2]) != 0xFF or int(data[-1]) != 0xD9:
+        return None
+    region = decoder.decode(data, *stored_box(top, left, height, width, info))
+    if region is None:
+        return None
+    img = region.permute(2, 0, 1)
+    return img if int(info.orientation) == 1 else apply_orientation(img, info.orientation)
 
 
 def decode_image(data, info: ImageInfo) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 from .collate import gather_rows
 from .batch_decode import BatchDecoder
 from .cpu_path import BatchBuffers, FastCpuPath, pick_scale, render_sample, scaled_box
-from .decode import _decode, decode_scaled, flip_image
+from .decode import _decode, decode_region, decode_scaled, flip_image
 from .errors import BadSample, BadSampleError, DecodeError
 from .pack import BAD, FORMAT, HEIGHT, RAW, WIDTH, RawBatch, inspect_sample
 from .rng import SampleKeys
@@ -269,8 +269,8 @@ class DeviceStage:
                     recycle: bool = True):
         """Decode and augment each sample in one task on the CPU pool (:mod:`gpuaug.cpu_path`).
 
-        The parameters are drawn from the header sizes first, so each JPEG is decoded at the
-        DCT scale its crop allows; bad rows then follow ``on_error`` as in the reference flow
+        The parameters are drawn from the header sizes first, so only each JPEG's crop box is
+        decoded (or, with ``dct_scaling``, the DCT scale its crop allows); bad rows then follow ``on_error`` as in the reference flow
         (a replacement is decoded in full and drawn with the row's own key and its own size).
         With ``recycle`` the batch is written into a free buffer of :attr:`buffers`.
 
@@ -337,6 +337,14 @@ class DeviceStage:
             else:
                 self.decoder.cpu.count("pil")
                 return img, scaled_box(*box, info.height, info.width, scale, info.orientation)
+        elif box is not None and self.fast.region_decode:
+            try:
+                img = decode_region(data, info, *box)
+            except DecodeError:
+                img = None  # the full decode below says what is wrong, or succeeds
+            if img is not None:
+                self.decoder.cpu.count("libjpeg-region")
+                return img, (0, 0, box[2], box[3])
         img, backend = _decode(data, info, dense=False)
         self.decoder.cpu.count(backend)
         return img, box

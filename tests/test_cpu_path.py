@@ -14,7 +14,7 @@ import gpuaug
 from gpuaug import cpu_path
 from gpuaug import transforms as T
 from gpuaug.decode import CpuDecoder, decode_scaled
-from gpuaug.fused.host import CpuColor, build_library
+from gpuaug.native import CpuColor, JpegRegion, build_library
 from gpuaug.headers import read_header
 from gpuaug.rng import SampleKeys
 
@@ -438,3 +438,105 @@ def test_replay_does_not_take_a_recycled_batch():
         assert torch.equal(row, expected[i])
     (again, _), = list(loader)
     assert all(torch.equal(row, expected[i]) for i, row in enumerate(replays))
+
+
+# -- decoding only the crop box (kernels/jpeg_region.cpp) ----------------------------------------------
+
+def region_decoder():
+    decoder = JpegRegion.get()
+    assert decoder is not None, f"the libjpeg region decoder did not build: {JpegRegion._failed}"
+    return decoder
+
+
+def jpeg_kinds():
+    """Chroma subsamplings, gray, progressive and restart intervals: the layouts whose iMCU
+    columns and upsampling a box edge can cut through."""
+    img = photo_like(203, 317, seed=4)
+    gray = Image.fromarray(img[0].numpy(), "L")
+    gray_buf = io.BytesIO()
+    gray.save(gray_buf, "JPEG", quality=90)
+    return {
+        "4:2:0": encode(img, quality=90, subsampling=2),
+        "4:2:2": encode(img, quality=90, subsampling=1),
+        "4:4:4": encode(img, quality=90, subsampling=0),
+        "progressive": encode(img, quality=85, progressive=True),
+        "gray": gray_buf.getvalue(),
+    }
+
+
+def random_boxes(h, w, n, seed):
+    g = torch.Generator().manual_seed(seed)
+    boxes = [(0, 0, h, w), (0, 0, 1, 1), (h - 1, w - 1, 1, 1), (16, 32, 16, 16), (7, 15, 33, 17)]
+    for _ in range(n):
+        bh, bw = (int(torch.randint(1, s + 1, (), generator=g)) for s in (h, w))
+        boxes.append((int(torch.randint(0, h - bh + 1, (), generator=g)), int(torch.randint(0, w - bw + 1, (), generator=g)),
+                      bh, bw))
+    return boxes
+
+
+@pytest.mark.parametrize("kind", ["4:2:0", "4:2:2", "4:4:4", "progressive", "gray"])
+def test_region_decode_is_the_box_of_a_full_decode(kind):
+    data = jpeg_kinds()[kind]
+    full = pil_upright(data)                        # PIL's libjpeg-turbo, full image
+    for top, left, h, w in random_boxes(*full.shape[-2:], 40, seed=len(kind)):
+        region = gpuaug.decode.decode_region(data, read_header(torch.frombuffer(bytearray(data), dtype=torch.uint8)),
+                                             top, left, h, w)
+        assert region is not None and region.shape == (3, h, w)
+        assert torch.equal(region, full[:, top:top + h, left:left + w]), (kind, top, left, h, w)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_region_decode_turns_the_box_upright(orientation):
+    data = exif_jpeg(photo_like(61, 90, seed=orientation), orientation, quality=90)
+    info = read_header(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+    full = pil_upright(data)
+    assert (info.height, info.width) == tuple(full.shape[-2:])
+    for top, left, h, w in random_boxes(info.height, info.width, 12, seed=orientation):
+        region = gpuaug.decode.decode_region(data, info, top, left, h, w)
+        assert torch.equal(region, full[:, top:top + h, left:left + w]), (orientation, top, left, h, w)
+
+
+def test_region_decode_declines_what_a_full_decode_must_judge():
+    good = jpeg_kinds()["4:2:0"]
+    info = read_header(torch.frombuffer(bytearray(good), dtype=torch.uint8))
+    # truncated: the rows above the cut would decode, so the whole file is left to the full decoder
+    assert gpuaug.decode.decode_region(good[:len(good) // 2], info, 0, 0, 8, 8) is None
+    # CMYK goes to PIL (Adobe inversion), a box outside the image is not decoded
+    cmyk = io.BytesIO()
+    Image.new("CMYK", (40, 30), (10, 200, 30, 0)).save(cmyk, "JPEG")
+    cmyk_info = read_header(torch.frombuffer(bytearray(cmyk.getvalue()), dtype=torch.uint8))
+    assert cmyk_info.cmyk and gpuaug.decode.decode_region(cmyk.getvalue(), cmyk_info, 0, 0, 8, 8) is None
+    assert region_decoder().decode(good, 200, 0, 10, 10) is None
+    # entropy data cut short by a stray EOI marker in the decoded rows: libjpeg only warns
+    # (and fills in gray), this decoder raises
+    broken = bytearray(good)
+    start = good.index(b"\xff\xda") + 200
+    broken[start:start + 2] = b"\xff\xd9"
+    with pytest.raises(gpuaug.errors.DecodeError, match="JPEG"):
+        gpuaug.decode.decode_region(bytes(broken), info, 0, 0, info.height, info.width)
+
+
+def test_loader_output_is_the_same_with_and_without_region_decode(monkeypatch):
+    kinds = jpeg_kinds()
+    data = [(d, k) for k, d in enumerate(kinds.values())] + [(exif_jpeg(photo_like(70, 50, seed=2), 6), 5)]
+    pipe = recipe(24, scale=(0.08, 1.0))
+    region, loader = loader_outputs(data, pipe, seed=2)
+    assert loader.decoder_counts.get("libjpeg-region") == len(data)
+    monkeypatch.setattr(cpu_path.FastCpuPath, "region_decode", False)
+    full, loader = loader_outputs(data, pipe, seed=2)
+    assert "libjpeg-region" not in loader.decoder_counts
+    for k in range(len(data)):
+        assert torch.equal(region[k], full[k]), k
+
+
+@pytest.mark.parametrize("on_error", ["raise", "skip"])
+def test_bad_jpegs_are_named_with_region_decode(on_error):
+    good = jpeg_kinds()["4:4:4"]
+    data = [(good, 0), (good[:600], 1), (good, 2)]
+    if on_error == "raise":
+        with pytest.raises(gpuaug.errors.BadSampleError, match="sample 1"):
+            loader_outputs(data, recipe(16))
+    else:
+        with pytest.warns(UserWarning):
+            out, loader = loader_outputs(data, recipe(16), on_error="skip")
+        assert sorted(out) == [0, 2] and [b.index for b in loader.bad_samples] == [1]

@@ -12,7 +12,7 @@ import torchvision.transforms.v2.functional as TVF
 import gpuaug
 from gpuaug import transforms as T
 from gpuaug.fused import HostBackend, plan_segments
-from gpuaug.fused import host as host_module
+from gpuaug import native
 from gpuaug.fused.descriptor import descriptor_layout
 from gpuaug.rng import SampleKeys
 from gpuaug.selftest import compare, random_cases, tolerance
@@ -154,20 +154,20 @@ def test_loader_fused_true_matches_reference(tmp_path):
 
 def test_cache_key_changes_when_a_kernel_file_changes(tmp_path, monkeypatch):
     copy = tmp_path / "kernels"
-    shutil.copytree(host_module.kernels_dir(), copy)
-    monkeypatch.setattr(host_module, "kernels_dir", lambda: copy)
-    before = host_module.kernel_sources_hash()
+    shutil.copytree(native.kernels_dir(), copy)
+    monkeypatch.setattr(native, "kernels_dir", lambda: copy)
+    before = native.kernel_sources_hash()
     (copy / "descriptor.h").write_text((copy / "descriptor.h").read_text() + "\n// edited\n")
-    assert host_module.kernel_sources_hash() != before
+    assert native.kernel_sources_hash() != before
     from gpuaug.fused import cuda
     monkeypatch.setattr(cuda, "kernels_dir", lambda: copy)
-    assert host_module.kernel_sources_hash() in cuda.cuda_source()
+    assert native.kernel_sources_hash() in cuda.cuda_source()
 
 
 def test_missing_compiler_is_reported_and_falls_back(monkeypatch):
-    monkeypatch.setattr(host_module, "find_compiler", lambda: None)
+    monkeypatch.setattr(native, "find_compiler", lambda: None)
     monkeypatch.setattr(HostBackend, "_instance", None)
-    with pytest.raises(host_module.FusedUnavailable, match="no C\\+\\+ compiler"):
+    with pytest.raises(native.FusedUnavailable, match="no C\\+\\+ compiler"):
         gpuaug.DataLoader([], device="cpu", fused=True)
     assert gpuaug.DataLoader([], device="cpu").fused is False     # the reference is the CPU default
 

@@ -16,7 +16,7 @@ import torch
 from .._paths import kernels_dir
 from ..device import CupyModule
 from ..errors import FusedUnavailable
-from .host import kernel_sources_hash
+from ..native import kernel_sources_hash
 from .run import KERNEL_SIGNATURES, KernelBackend
 
 KERNELS = ("gpuaug_hpass", "gpuaug_vpass", "gpuaug_warp", "gpuaug_color")
