@@ -26,12 +26,14 @@ on a CPU:
    The reference instead resizes in float32 and keeps the unrounded values.
 3. **Color and normalization per sample, in cache.** Each sample runs its own
    ColorJitter order on its own ``[3, H*W]`` float32 planes (a few hundred KB, cache
-   resident) as one vectorized C++ loop per op (:class:`gpuaug.native.CpuColor`: the
-   per-pixel formulas of ``kernels/color.h``, which the CUDA kernels use too, compiled for
-   this CPU); where no compiler is found, as TorchScript ops with fewer passes than the
-   reference (:func:`adjust_hue` computes the hue shift without building HSV planes and
-   without ``torch.where``/``remainder``, which are not vectorized on CPU). ToDtype and
-   Normalize fold into one multiply-add that writes the output row.
+   resident) as one vectorized C++ loop per op, and ToDtype and Normalize fold into one
+   multiply-add that writes the output row: flips, color, dtype and layout in one call
+   after the resize (:class:`gpuaug.native.CpuRender`: the per-pixel formulas of
+   ``kernels/color.h`` and ``kernels/dtype.h``, which the CUDA kernels use too, compiled
+   for this CPU). Where no compiler is found, the same steps run as torch ops, the jitter
+   as one TorchScript call with fewer passes than the reference (:func:`adjust_hue`
+   computes the hue shift without building HSV planes and without
+   ``torch.where``/``remainder``, which are not vectorized on CPU).
 4. **Both cores.** Every sample is one task on the CPU decoder's thread pool, whose
    threads run torch single-threaded (:class:`gpuaug.decode.CpuDecoder`): decode of one
    sample overlaps augmentation of another, and pool threads x torch threads stays at the
@@ -66,7 +68,7 @@ import torch
 import torch.nn.functional as F
 
 from .decode import orientation_parts
-from .native import CpuColor
+from .native import OUT_DTYPES, STEP_AFFINE, CpuRender
 from .transforms import (ColorJitter, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop,
                          RandomVerticalFlip, ToDtype)
 from .transforms._base import ImageState, PipelineParams, finalize
@@ -212,14 +214,9 @@ def _scripted_chain():
 
 
 def jitter_chain(x: torch.Tensor, ops: list[int], factors: list[float], bound: float) -> None:
-    """:func:`_jitter_chain`'s ops on ``[3, N]`` float32 planes, in place, in one call that
-    releases the GIL: the compiled loops of :class:`gpuaug.native.CpuColor` (3-4x
-    faster, one vectorized pass per op), else the TorchScript chain."""
-    native = CpuColor.get()
-    if native is not None and x.is_contiguous():
-        native.jitter(x, ops, factors, bound)
-    else:
-        _scripted_chain()(x, ops, factors, bound)
+    """:func:`_jitter_chain` through TorchScript: the same ops, one call, the GIL released
+    (the fallback of :func:`render_sample` where :class:`gpuaug.native.CpuRender` cannot be built)."""
+    _scripted_chain()(x, ops, factors, bound)
 
 
 @dataclass
@@ -231,11 +228,28 @@ class SampleSteps:
     steps: list
     out_dtype: torch.dtype
 
+    def program(self) -> tuple[bool, bool, list]:
+        """The steps as :meth:`gpuaug.native.CpuRender.render` takes them: (flip top-bottom,
+        flip left-right, steps). Flips commute with the per-pixel color ops and contrast's
+        mean, so they all move to the load; two flips of one axis cancel."""
+        flips = {-2: False, -1: False}
+        steps = []
+        for step in self.steps:
+            if step[0] == "flip":
+                flips[step[1]] ^= True
+            elif step[0] == "jitter":
+                steps.extend((op, factor, step[2]) for op, factor in step[1])
+            else:                                           # "scale" or "affine": x * mul + add
+                steps.append((STEP_AFFINE, step[1].flatten().tolist(), step[2].flatten().tolist()))
+        return flips[-2], flips[-1], steps
+
 
 def render_sample(img: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int, int], mode: str,
                   sample: SampleSteps, out: torch.Tensor) -> None:
     """Crop ``box`` of ``img`` (``[3, H, W]`` uint8, any strides), resize it to ``size`` in
-    uint8, run ``sample``'s steps and write the result into ``out`` (``[3, h, w]``)."""
+    uint8, run ``sample``'s steps and write the result into ``out`` (``[3, h, w]``): after
+    the resize, in one call to :class:`gpuaug.native.CpuRender` where it builds, else
+    step by step in torch."""
     top, left, h, w = box
     region = img[None, :, top:top + h, left:left + w]
     if (h, w) != tuple(size):
@@ -243,6 +257,10 @@ def render_sample(img: torch.Tensor, box: tuple[int, int, int, int], size: tuple
             region = region.contiguous(memory_format=torch.channels_last)   # the vectorized layout
         region = F.interpolate(region, size=size, mode=mode, antialias=True, align_corners=False)
     x8 = region[0]
+    native = CpuRender.get()
+    if native is not None and out.dtype in OUT_DTYPES:
+        native.render(x8, *sample.program(), out)
+        return
     x = None                                   # float32 [3, N] once a step computes
     for step in sample.steps:
         kind = step[0]

@@ -8,8 +8,9 @@ libraries come from there:
 
 - the host emulation of the CUDA kernels (:class:`gpuaug.fused.HostBackend`, tests and
   ``fused=True`` on a CPU);
-- :class:`CpuColor`: ColorJitter as one vectorized loop per op over a sample's planes
-  (``kernels/cpu_color.cpp``, the per-pixel formulas of ``kernels/color.h`` that the CUDA
+- :class:`CpuRender`: a sample's flips, ColorJitter, ToDtype and Normalize after its
+  uint8 resize, in one call, one vectorized loop per op (``kernels/cpu_render.cpp``, with
+  the per-pixel formulas of ``kernels/color.h`` and ``kernels/dtype.h`` that the CUDA
   kernels use too);
 - :class:`JpegRegion`: libjpeg-turbo decoding only the rows and columns of a crop box
   (``kernels/jpeg_region.cpp``; needs ``jpeglib.h``, e.g. Debian's ``libjpeg-dev``).
@@ -20,9 +21,9 @@ every call, so the decode pool's threads run them in parallel.
 
 Example:
     >>> import torch
-    >>> from gpuaug.native import CpuColor
+    >>> from gpuaug.native import CpuRender
     >>> x = torch.tensor([[200.0, 10.0], [100.0, 10.0], [50.0, 10.0]])    # [3, N] planes
-    >>> CpuColor.get().jitter(x, [0, 3], [1.2, 0.5], 255.0)      # brightness x1.2, then hue + 180 deg
+    >>> CpuRender.get().jitter(x, [0, 3], [1.2, 0.5], 255.0)      # brightness x1.2, then hue + 180 deg
     >>> x.round()
     tensor([[ 60.,  12.],
             [180.,  12.],
@@ -136,17 +137,56 @@ class _Library:
             return cls._instance
 
 
-class CpuColor(_Library):
-    """ColorJitter on a sample's ``[3, N]`` float32 planes (``kernels/cpu_color.cpp``): one
-    vectorized loop per op with the CUDA kernels' formulas, 4-5x faster than the torch chain."""
+#: The codes of :meth:`CpuRender.render`'s steps besides ColorJitter's 0-3 (``kernels/cpu_render.cpp``).
+STEP_AFFINE = 8
+_STEP_FLOATS = 6
+#: Output dtypes, as ``GPUAUG_OUT_*`` in ``kernels/descriptor.h``.
+OUT_DTYPES = {torch.uint8: 0, torch.float32: 1, torch.float16: 2, torch.bfloat16: 3}
+
+
+class CpuRender(_Library):
+    """A sample's work after its uint8 resize, in one call (``kernels/cpu_render.cpp``):
+    flips, ColorJitter with the CUDA kernels' formulas as one vectorized loop per op,
+    ToDtype and Normalize, the output row in its dtype and layout."""
 
     def __init__(self, library: Path | None = None):
         self.path = library or build_library(
-            "cpu_color.cpp", [BASE_FLAGS + NATIVE_FLAGS, BASE_FLAGS + ["-fno-math-errno"]])
-        self._fn = ctypes.CDLL(str(self.path)).gpuaug_cpu_jitter
-        self._fn.argtypes = [ctypes.c_void_p, ctypes.c_longlong, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
-                             ctypes.c_float]
-        self._fn.restype = ctypes.c_int
+            "cpu_render.cpp", [BASE_FLAGS + NATIVE_FLAGS, BASE_FLAGS + ["-fno-math-errno"]])
+        lib = ctypes.CDLL(str(self.path))
+        i, q, p = ctypes.c_int, ctypes.c_longlong, ctypes.c_void_p
+        self._jitter = lib.gpuaug_cpu_jitter
+        self._jitter.argtypes = [p, q, p, p, i, ctypes.c_float]
+        self._render = lib.gpuaug_cpu_render
+        self._render.argtypes = [p, q, q, q, i, i, i, i, p, p, i, p, i, q, q, q]
+        self._jitter.restype = self._render.restype = ctypes.c_int
+
+    def render(self, src: torch.Tensor, flip_y: bool, flip_x: bool, steps: list, out: torch.Tensor) -> None:
+        """Write ``src`` (``[3, h, w]`` uint8, any strides) into ``out`` (``[3, h, w]`` uint8,
+        float32, float16 or bfloat16, any strides) through ``steps``, in order, after the flips:
+        ``(op, factor, bound)`` for a ColorJitter op (0 brightness, 1 contrast, 2 saturation,
+        3 hue; clamped to ``[0, bound]`` after it) and ``(STEP_AFFINE, mul, add)`` with three
+        values each (``x * mul + add`` per channel). uint8 output is rounded half to even.
+
+        Example:
+            >>> src = torch.tensor([[[0, 255]], [[128, 0]], [[255, 255]]], dtype=torch.uint8)   # [3, 1, 2]
+            >>> out = torch.empty(3, 1, 2)
+            >>> CpuRender.get().render(src, False, True, [(0, 0.5, 255.0), (STEP_AFFINE, [2.0] * 3, [1.0] * 3)], out)
+            >>> out.flatten().tolist()      # mirrored, halved, then * 2 + 1
+            [256.0, 1.0, 1.0, 129.0, 256.0, 256.0]
+        """
+        h, w = src.shape[-2:]
+        if src.dtype != torch.uint8 or src.shape != (3, h, w) or out.shape != (3, h, w) or out.dtype not in OUT_DTYPES:
+            raise ValueError(f"expected [3, h, w] uint8 in and [3, h, w] {list(OUT_DTYPES)} out, got "
+                             f"{src.dtype} {tuple(src.shape)} and {out.dtype} {tuple(out.shape)}")
+        codes = (ctypes.c_int * max(len(steps), 1))()
+        values = (ctypes.c_float * (_STEP_FLOATS * max(len(steps), 1)))()
+        for k, (code, a, b) in enumerate(steps):
+            codes[k] = code
+            values[_STEP_FLOATS * k:_STEP_FLOATS * (k + 1)] = [*a, *b] if code == STEP_AFFINE else [a, b, 0, 0, 0, 0]
+        status = self._render(src.data_ptr(), *src.stride(), h, w, int(flip_y), int(flip_x), codes, values, len(steps),
+                              out.data_ptr(), OUT_DTYPES[out.dtype], *out.stride())
+        if status != 0:
+            raise ValueError(f"unknown step code in {[s[0] for s in steps]}")
 
     def jitter(self, x: torch.Tensor, ops: list[int], factors: list[float], bound: float) -> None:
         """ColorJitter ops (0 brightness, 1 contrast, 2 saturation, 3 hue) in order on ``x``
@@ -155,7 +195,7 @@ class CpuColor(_Library):
             raise ValueError(f"expected contiguous [3, N] float32 planes, got {x.dtype} {tuple(x.shape)}")
         codes = (ctypes.c_int * len(ops))(*ops)
         values = (ctypes.c_float * len(factors))(*factors)
-        if self._fn(x.data_ptr(), x.shape[1], codes, values, len(ops), bound) != 0:
+        if self._jitter(x.data_ptr(), x.shape[1], codes, values, len(ops), bound) != 0:
             raise ValueError(f"unknown ColorJitter op in {ops}")
 
 
@@ -209,4 +249,4 @@ class JpegRegion(_Library):
         return out if status == 0 else None
 
 
-__all__ = ["CpuColor", "JpegRegion", "build_library", "find_compiler", "kernel_sources_hash"]
+__all__ = ["CpuRender", "JpegRegion", "STEP_AFFINE", "build_library", "find_compiler", "kernel_sources_hash"]

@@ -14,7 +14,7 @@ import gpuaug
 from gpuaug import cpu_path
 from gpuaug import transforms as T
 from gpuaug.decode import CpuDecoder, decode_scaled
-from gpuaug.native import CpuColor, JpegRegion, build_library
+from gpuaug.native import STEP_AFFINE, CpuRender, JpegRegion, build_library
 from gpuaug.headers import read_header
 from gpuaug.rng import SampleKeys
 
@@ -338,11 +338,11 @@ def test_scripted_chain_is_the_python_chain():
     assert torch.equal(x, y)
 
 
-# -- the compiled color loops (kernels/cpu_color.cpp with kernels/color.h) ----------------------------
+# -- the compiled render after the resize (kernels/cpu_render.cpp with color.h, dtype.h) ---------------
 
-def native_color():
-    native = CpuColor.get()
-    assert native is not None, f"the CPU color loops did not build: {CpuColor._failed}"
+def native_render():
+    native = CpuRender.get()
+    assert native is not None, f"the CPU render loops did not build: {CpuRender._failed}"
     return native
 
 
@@ -356,7 +356,7 @@ def test_compiled_color_ops_match_torchvision(op):
     for factor in ((0.0, 0.5, 1.0, 1.4, 2.0) if op < 3 else (-0.5, -0.3, -0.1, 0.0, 0.05, 0.1, 0.37, 0.5)):
         for bound in (1.0, 255.0):
             planes = (x * bound).reshape(3, -1).clone()
-            native_color().jitter(planes, [op], [factor], bound)
+            native_render().jitter(planes, [op], [factor], bound)
             ref = TV_ADJUST[op](x, factor) * bound
             assert (planes.reshape(x.shape) - ref).abs().max() <= 2e-6 * bound, (op, factor, bound)
 
@@ -369,9 +369,9 @@ def test_compiled_chain_matches_torchvision_and_the_torch_chain():
         factors = [float(torch.empty(()).uniform_(0.6, 1.4, generator=gen)) if op < 3
                    else float(torch.empty(()).uniform_(-0.1, 0.1, generator=gen)) for op in order]
         w = z.reshape(3, -1).clone()
-        cpu_path.jitter_chain(w, order, factors, 1.0)          # the compiled loops where they build
+        native_render().jitter(w, order, factors, 1.0)
         t = z.reshape(3, -1).clone()
-        cpu_path._jitter_chain(t, order, factors, 1.0)
+        cpu_path.jitter_chain(t, order, factors, 1.0)
         ref = z
         for op, f in zip(order, factors):
             ref = TV_ADJUST[op](ref, f)
@@ -379,29 +379,80 @@ def test_compiled_chain_matches_torchvision_and_the_torch_chain():
         assert (w - t).abs().max() <= 1e-5
 
 
-def test_jitter_chain_falls_back_to_torchscript_without_a_compiler(monkeypatch):
-    x = torch.rand(3, 300) * 255
-    expected = x.clone()
-    cpu_path._jitter_chain(expected, [3, 1], [0.2, 1.3], 255.0)
-    monkeypatch.setattr(CpuColor, "get", classmethod(lambda cls: None))
-    cpu_path.jitter_chain(x, [3, 1], [0.2, 1.3], 255.0)
-    assert torch.equal(x, expected)
+def random_sample_steps(gen, dtype):
+    """Flips, a jitter in a random order, ToDtype and Normalize as batch_steps writes them."""
+    steps = [("flip", d) for d in (-1, -2, -1) if torch.rand((), generator=gen) < 0.5]
+    order = torch.randperm(4, generator=gen).tolist()
+    jitter = [(op, float(torch.empty(()).uniform_(0.6, 1.4, generator=gen)) if op < 3
+               else float(torch.empty(()).uniform_(-0.1, 0.1, generator=gen))) for op in order]
+    if dtype == torch.uint8:
+        return steps + [("jitter", jitter, 255.0)]
+    mean, std = torch.tensor(MEAN), torch.tensor(STD)
+    scale = ("scale", torch.full((3, 1), 1 / 255), torch.zeros(3, 1))
+    affine = ("affine", (1 / std).reshape(3, 1, 1), (-mean / std).reshape(3, 1, 1))
+    return steps[:1] + [scale, ("jitter", jitter, 1.0)] + steps[1:] + [affine]
 
 
-def test_compiled_color_rejects_what_it_cannot_run():
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_compiled_render_is_the_torch_render(dtype, channels_last, monkeypatch):
+    native_render()
+    gen = torch.Generator().manual_seed(7)
+    img = photo_like(40, 52, seed=3).permute(1, 2, 0).contiguous().permute(2, 0, 1)    # decoders' HWC layout
+    outs = {}
+    for compiled in (True, False):
+        if not compiled:
+            monkeypatch.setattr(CpuRender, "get", classmethod(lambda cls: None))
+        gen.manual_seed(7)
+        rows = []
+        for trial in range(6):
+            sample = cpu_path.SampleSteps(random_sample_steps(gen, dtype), dtype)
+            out = torch.full((3, 24, 20), 77, dtype=dtype)
+            if channels_last:
+                out = out[None].contiguous(memory_format=torch.channels_last)[0]
+            cpu_path.render_sample(img, (3 * trial, trial, 30, 40), (24, 20), "bilinear", sample, out)
+            rows.append(out)
+        outs[compiled] = torch.stack(rows)
+    level = 1.0 if dtype == torch.uint8 else 1 / 255 / min(STD)
+    diff = (outs[True].double() - outs[False].double()).abs()
+    if dtype == torch.uint8:
+        assert diff.max() <= 1                              # a float ulp may move a rounding by one level
+        assert (diff > 0).double().mean() < 0.001
+    else:
+        ulp = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}[dtype] * outs[False].double().abs().max()
+        assert diff.max() <= max(ulp, 1e-4 * level), diff.max()
+
+
+def test_render_steps_of_a_sample():
+    sample = cpu_path.SampleSteps([("flip", -1), ("scale", torch.full((3, 1), 0.5), torch.ones(3, 1)),
+                                   ("jitter", [(3, 0.1), (1, 1.2)], 1.0), ("flip", -2), ("flip", -1),
+                                   ("affine", torch.tensor([2.0, 3.0, 4.0]).reshape(3, 1, 1), torch.zeros(3, 1, 1))],
+                                  torch.float32)
+    assert sample.program() == (True, False, [(STEP_AFFINE, [0.5] * 3, [1.0] * 3), (3, 0.1, 1.0), (1, 1.2, 1.0),
+                                              (STEP_AFFINE, [2.0, 3.0, 4.0], [0.0] * 3)])
+
+
+def test_compiled_render_rejects_what_it_cannot_run():
     with pytest.raises(ValueError, match="float32"):
-        native_color().jitter(torch.zeros(3, 4, dtype=torch.float64), [0], [1.0], 1.0)
+        native_render().jitter(torch.zeros(3, 4, dtype=torch.float64), [0], [1.0], 1.0)
     with pytest.raises(ValueError, match="unknown ColorJitter op"):
-        native_color().jitter(torch.zeros(3, 4), [7], [1.0], 1.0)
+        native_render().jitter(torch.zeros(3, 4), [7], [1.0], 1.0)
+    src = torch.zeros(3, 2, 2, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="unknown step"):
+        native_render().render(src, False, False, [(5, 1.0, 1.0)], torch.zeros(3, 2, 2))
+    with pytest.raises(ValueError, match="uint8 in"):
+        native_render().render(src, False, False, [], torch.zeros(3, 2, 2, dtype=torch.float64))
 
 
 def test_compiled_color_library_is_cached_per_source_and_cpu(tmp_path, monkeypatch):
     monkeypatch.setenv("GPUAUG_CACHE", str(tmp_path))
-    path = build_library("cpu_color.cpp", [["-O2", "-std=c++17", "-shared", "-fPIC"]])
-    assert path.parent == tmp_path / "host" and path.name.startswith("gpuaug_cpu_color_")
-    assert build_library("cpu_color.cpp", [["-O2", "-std=c++17", "-shared", "-fPIC"]]) == path   # from the cache
-    with pytest.raises(gpuaug.errors.FusedUnavailable, match="cpu_color.cpp"):
-        build_library("cpu_color.cpp", [["-O2", "--no-such-flag", "-shared"]])
+    path = build_library("cpu_render.cpp", [["-O2", "-std=c++17", "-shared", "-fPIC"]])
+    assert path.parent == tmp_path / "host" and path.name.startswith("gpuaug_cpu_render_")
+    assert build_library("cpu_render.cpp", [["-O2", "-std=c++17", "-shared", "-fPIC"]]) == path   # from the cache
+    native = build_library("cpu_render.cpp", [["-O2", "-std=c++17", "-shared", "-fPIC", "-march=native"]])
+    assert native != path                                            # keyed by flags (and CPU)
+    with pytest.raises(gpuaug.errors.FusedUnavailable, match="cpu_render.cpp"):
+        build_library("cpu_render.cpp", [["-O2", "--no-such-flag", "-shared"]])
 
 
 # -- recycled output batches ----------------------------------------------------------------------

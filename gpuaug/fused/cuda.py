@@ -1,9 +1,9 @@
 """The CUDA backend: ``kernels/fused.cu`` through NVRTC and CuPy.
 
-The source handed to NVRTC has its headers (``descriptor.h``, ``color.h``) inlined and a hash of all of
-``kernels/`` stamped in a comment, because CuPy's compile cache is keyed by the source
-text and the options, not by the headers it finds through ``-I``: an edited header
-must change the key. The CuPy calls themselves are in :class:`gpuaug.device.CupyModule`
+The source handed to NVRTC has its headers (``descriptor.h``, ``color.h``, ``dtype.h``)
+inlined and a hash of all of ``kernels/`` stamped in a comment, because CuPy's compile
+cache is keyed by the source text and the options, not by the headers it finds through
+``-I``: an edited header must change the key. The CuPy calls themselves are in :class:`gpuaug.device.CupyModule`
 (the package's GPU glue); this module only marshals arguments by kernel signature.
 """
 from __future__ import annotations
@@ -27,7 +27,7 @@ _MARSHAL = {"p": lambda a: np.uint64(a.data_ptr()), "i": np.int32, "f": np.float
 
 
 #: The headers fused.cu includes, inlined in that order.
-HEADERS = ("descriptor.h", "color.h")
+HEADERS = ("descriptor.h", "color.h", "dtype.h")
 
 
 def cuda_source() -> str:
