@@ -13,12 +13,13 @@ on a CPU:
    (``FastCpuPath.region_decode``, on). A JPEG whose box is at least twice the output size
    in both dimensions could also be decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT
    scaling (see :func:`pick_scale`, :func:`scaled_box`, :func:`gpuaug.decode.decode_scaled`;
-   ``FastCpuPath.dct_scaling = True``). That is off because it misses the tolerance of the
-   tests against torchvision on a full decode (mean error <= 1 level): on the embedded photos, cropping whole images to 25-100 px,
-   the mean absolute difference from ``resized_crop`` of the full decode is 1.5 levels at
-   3-10x oversampling after the DCT scale and 2.4-3.7 levels at 1-3x (libjpeg's scaled
-   IDCT is a different low-pass than the antialiased triangle filter), and on ImageNet-like
-   sizes (mean 417x352) a 224 crop can be DCT-scaled for few images only.
+   ``FastCpuPath.dct_scaling = True``). That is off because it misses the tolerance of
+   the tests against torchvision on a full decode (mean error <= 1 level): on the embedded
+   photos, cropping whole images to 25-100 px, the mean absolute difference from
+   ``resized_crop`` of the full decode is 1.5 levels at 3-10x oversampling after the DCT
+   scale and 2.4-3.7 levels at 1-3x (libjpeg's scaled IDCT is a different low-pass than the
+   antialiased triangle filter), and on ImageNet-like sizes (mean 417x352) a 224 crop can
+   be DCT-scaled for few images only.
 2. **Resample uint8.** The crop is resized by torch's antialiased uint8 kernel (the one
    ``torchvision.transforms.v2.functional.resize`` uses on uint8 tensors) on the
    channels-last layout decoders produce, and rounded to uint8 once, right after the

@@ -270,8 +270,9 @@ class DeviceStage:
         """Decode and augment each sample in one task on the CPU pool (:mod:`gpuaug.cpu_path`).
 
         The parameters are drawn from the header sizes first, so only each JPEG's crop box is
-        decoded (or, with ``dct_scaling``, the DCT scale its crop allows); bad rows then follow ``on_error`` as in the reference flow
-        (a replacement is decoded in full and drawn with the row's own key and its own size).
+        decoded (or, with ``dct_scaling``, at the DCT scale its crop allows); bad rows then
+        follow ``on_error`` as in the reference flow (a replacement is decoded in full and
+        drawn with the row's own key and its own size).
         With ``recycle`` the batch is written into a free buffer of :attr:`buffers`.
 
         Returns:

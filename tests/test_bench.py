@@ -43,8 +43,9 @@ def test_quick_run_reports_every_pipeline(tiny_folder, tmp_path):
         if r["status"] != "measured":
             assert r["status"].startswith("skipped: ") and len(r["status"]) > len("skipped: "), r
             continue
-        for key in ("images_per_s", "cpu_s_per_1000", "peak_rss_mb"):
+        for key in ("images_per_s", "cpu_s_per_1000", "peak_rss_mb", "cores_busy"):
             assert math.isfinite(r[key]) and r[key] > 0, (r["pipeline"], key, r[key])
+        assert r["cores_busy"] <= os.cpu_count() + 0.5                # CPU seconds per wall second
         assert r["epochs"] and all(e["images"] == 32 and e["seconds"] > 0 for e in r["epochs"])
         if r["worker_cpu_s_per_1000"] is not None:                  # workers measured, inside the total
             assert 0 < r["worker_cpu_s_per_1000"] <= r["cpu_s_per_1000"]
@@ -97,4 +98,10 @@ def test_table_and_targets_from_results():
     t = bench.targets(results)
     assert t["worker_cpu"]["met"] and t["worker_cpu"]["ratio"] == pytest.approx(0.02)
     assert not t["cpu_vs_dali"]["met"] and t["cpu_vs_dali"]["ratio"] == pytest.approx(0.375)
+    assert not t["cpu_time_vs_dali"]["met"] and t["cpu_time_vs_dali"]["ratio"] == pytest.approx(2.5)
+    assert not t["cpu_vs_baseline"]["met"] and t["cpu_vs_baseline"]["ratio"] == pytest.approx(0.75)
     assert "met" in bench.targets_text(t) and "MISSED" in bench.targets_text(t)
+    fast = [bench.Result("gpuaug-cpu", images_per_s=1000.0, cpu_s_per_1000=1.5, peak_rss_mb=1.0)]
+    t = bench.targets(results[:2] + fast)
+    assert t["cpu_vs_dali"]["met"] and t["cpu_time_vs_dali"]["met"] and t["cpu_vs_baseline"]["met"]
+    assert "MISSED" not in bench.targets_text(t)
