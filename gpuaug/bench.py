@@ -755,29 +755,28 @@ def targets(results: list[Result]) -> dict:
     return out
 
 
+#: How :func:`targets_text` words each target: (key, claim, ours and theirs with their format, unit).
+_TARGET_LINES = (
+    ("worker_cpu", "(i)  gpuaug workers' CPU per image <= 1/25 of the baseline's",
+     ("gpuaug_worker_cpu_s_per_1000", ".3f"), ("baseline_cpu_s_per_1000", ".2f"), "core-s/1000"),
+    ("cpu_vs_dali", "(ii) gpuaug on CPU >= {target:g}x DALI's CPU pipeline",
+     ("gpuaug_images_per_s", ".0f"), ("dali_images_per_s", ".0f"), "images/s"),
+    ("cpu_time_vs_dali", "(iii) gpuaug on CPU < DALI's CPU per image",
+     ("gpuaug_cpu_s_per_1000", ".2f"), ("dali_cpu_s_per_1000", ".2f"), "core-s/1000"),
+    ("cpu_vs_baseline", "(iv) gpuaug on CPU >= {target:g}x the torchvision baseline",
+     ("gpuaug_images_per_s", ".0f"), ("baseline_images_per_s", ".0f"), "images/s"),
+)
+
+
 def targets_text(t: dict) -> str:
     lines = []
-    if "worker_cpu" in t:
-        w = t["worker_cpu"]
-        lines.append(f"target (i)  gpuaug workers' CPU per image <= 1/25 of the baseline's: "
-                     f"{_fraction(w['ratio'])} ({w['gpuaug_worker_cpu_s_per_1000']:.3f} vs "
-                     f"{w['baseline_cpu_s_per_1000']:.2f} core-s/1000, {w['pipeline']}) -> "
-                     f"{'met' if w['met'] else 'MISSED'}")
-    if "cpu_vs_dali" in t:
-        c = t["cpu_vs_dali"]
-        lines.append(f"target (ii) gpuaug on CPU >= {c['target']:g}x DALI's CPU pipeline: {c['ratio']:.2f}x "
-                     f"({c['gpuaug_images_per_s']:.0f} vs {c['dali_images_per_s']:.0f} images/s, {c['pipeline']}) "
-                     f"-> {'met' if c['met'] else 'MISSED'}")
-    if "cpu_time_vs_dali" in t:
-        c = t["cpu_time_vs_dali"]
-        lines.append(f"target (iii) gpuaug on CPU < DALI's CPU per image: {c['ratio']:.2f}x "
-                     f"({c['gpuaug_cpu_s_per_1000']:.2f} vs {c['dali_cpu_s_per_1000']:.2f} core-s/1000, "
-                     f"{c['pipeline']}) -> {'met' if c['met'] else 'MISSED'}")
-    if "cpu_vs_baseline" in t:
-        c = t["cpu_vs_baseline"]
-        lines.append(f"target (iv) gpuaug on CPU >= {c['target']:g}x the torchvision baseline: {c['ratio']:.2f}x "
-                     f"({c['gpuaug_images_per_s']:.0f} vs {c['baseline_images_per_s']:.0f} images/s, "
-                     f"{c['pipeline']}) -> {'met' if c['met'] else 'MISSED'}")
+    for key, claim, (ours, ours_fmt), (theirs, theirs_fmt), unit in _TARGET_LINES:
+        if key not in t:
+            continue
+        c = t[key]
+        ratio = _fraction(c["ratio"]) if key == "worker_cpu" else f"{c['ratio']:.2f}x"
+        lines.append(f"target {claim.format(**c)}: {ratio} ({c[ours]:{ours_fmt}} vs {c[theirs]:{theirs_fmt}} "
+                     f"{unit}, {c['pipeline']}) -> {'met' if c['met'] else 'MISSED'}")
     return "\n".join(lines)
 
 

@@ -6,15 +6,7 @@
 // Reference: gpuaug.transforms._color (torchvision's formulas).
 #pragma once
 
-#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
-#include <cmath>
-#ifndef __device__
-#define __device__
-#endif
-#ifndef __forceinline__
-#define __forceinline__ inline
-#endif
-#endif
+#include "portable.h"
 
 #define GPUAUG_LUMA_R 0.2989f   // gpuaug.transforms._color._LUMA (BT.601)
 #define GPUAUG_LUMA_G 0.587f

@@ -2,15 +2,7 @@
 // shared by the CUDA kernels (fused.cu) and the CPU path (cpu_render.cpp).
 #pragma once
 
-#if !defined(__CUDACC__) && !defined(__CUDACC_RTC__)
-#include <cstring>
-#ifndef __device__
-#define __device__
-#endif
-#ifndef __forceinline__
-#define __forceinline__ inline
-#endif
-#endif
+#include "portable.h"
 
 __device__ __forceinline__ unsigned int float_bits(float v) {
 #if defined(__CUDACC__) || defined(__CUDACC_RTC__)

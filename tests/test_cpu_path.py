@@ -68,16 +68,25 @@ def loader_outputs(data, pipe, **kwargs):
 
 # -- the color ops, one by one -------------------------------------------------------------------
 
+def compiled_jitter(planes, op, factor, bound):
+    native = CpuRender.get()
+    assert native is not None, f"the CPU render loops did not build: {CpuRender._failed}"
+    native.jitter(planes, [op], [factor], bound)
+
+
+@pytest.mark.parametrize("adjust", [lambda planes, op, f, bound: cpu_path._ADJUST[op](planes, f, bound),
+                                    compiled_jitter], ids=["torch", "compiled"])
 @pytest.mark.parametrize("op", range(4))
-def test_color_ops_match_torchvision(op):
+def test_color_ops_match_torchvision(op, adjust):
     x = torch.rand(3, 37, 41)
     x[:, :5] = x[:1, :5]                       # gray pixels: hue 0, chroma 0
     x[:, 5:8] = torch.tensor([1.0, 0.0, 0.0]).reshape(3, 1, 1)
     x[:, 8:10] = torch.tensor([1.0, 1.0, 0.0]).reshape(3, 1, 1)   # ties between channels
+    x[:, 10:12] = torch.tensor([0.2, 0.7, 0.7]).reshape(3, 1, 1)
     for factor in ((0.0, 0.5, 1.0, 1.4, 2.0) if op < 3 else (-0.5, -0.3, -0.1, 0.0, 0.05, 0.1, 0.37, 0.5)):
         for bound in (1.0, 255.0):
             planes = (x * bound).reshape(3, -1).clone()
-            cpu_path._ADJUST[op](planes, factor, bound)
+            adjust(planes, op, factor, bound)
             ref = TV_ADJUST[op](x, factor) * bound
             assert (planes.reshape(x.shape) - ref).abs().max() <= 2e-6 * bound, (op, factor, bound)
 
@@ -344,21 +353,6 @@ def native_render():
     native = CpuRender.get()
     assert native is not None, f"the CPU render loops did not build: {CpuRender._failed}"
     return native
-
-
-@pytest.mark.parametrize("op", range(4))
-def test_compiled_color_ops_match_torchvision(op):
-    x = torch.rand(3, 37, 41)
-    x[:, :5] = x[:1, :5]                       # gray pixels: hue 0, chroma 0
-    x[:, 5:8] = torch.tensor([1.0, 0.0, 0.0]).reshape(3, 1, 1)
-    x[:, 8:10] = torch.tensor([1.0, 1.0, 0.0]).reshape(3, 1, 1)   # ties between channels
-    x[:, 10:12] = torch.tensor([0.2, 0.7, 0.7]).reshape(3, 1, 1)
-    for factor in ((0.0, 0.5, 1.0, 1.4, 2.0) if op < 3 else (-0.5, -0.3, -0.1, 0.0, 0.05, 0.1, 0.37, 0.5)):
-        for bound in (1.0, 255.0):
-            planes = (x * bound).reshape(3, -1).clone()
-            native_render().jitter(planes, [op], [factor], bound)
-            ref = TV_ADJUST[op](x, factor) * bound
-            assert (planes.reshape(x.shape) - ref).abs().max() <= 2e-6 * bound, (op, factor, bound)
 
 
 def test_compiled_chain_matches_torchvision_and_the_torch_chain():

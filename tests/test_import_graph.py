@@ -126,4 +126,7 @@ def test_imports_go_one_way():
             if (in_layer(module, "gpuaug.fused") or in_layer(module, "gpuaug.transforms")) and target in (
                     "gpuaug.stage", "gpuaug.loader"):
                 wrong.append(f"{module} -> {target} (the stage and the loader sit on top)")
+            if module == "gpuaug.native" and target not in ("gpuaug._paths", "gpuaug.errors"):
+                wrong.append(f"{module} -> {target} (the compiled helpers sit below every layer)")
     assert wrong == []
+    assert graph["gpuaug.native"] <= {"gpuaug._paths", "gpuaug.errors"} and "gpuaug.native" in graph["gpuaug.decode"]

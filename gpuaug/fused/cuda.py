@@ -1,13 +1,15 @@
 """The CUDA backend: ``kernels/fused.cu`` through NVRTC and CuPy.
 
-The source handed to NVRTC has its headers (``descriptor.h``, ``color.h``, ``dtype.h``)
-inlined and a hash of all of ``kernels/`` stamped in a comment, because CuPy's compile
-cache is keyed by the source text and the options, not by the headers it finds through
-``-I``: an edited header must change the key. The CuPy calls themselves are in :class:`gpuaug.device.CupyModule`
-(the package's GPU glue); this module only marshals arguments by kernel signature.
+The source handed to NVRTC has the headers it includes from ``kernels/`` inlined
+(``descriptor.h``, ``color.h``, ``dtype.h``, ``portable.h``) and a hash of all of
+``kernels/`` stamped in a comment, because CuPy's compile cache is keyed by the source
+text and the options, not by the headers it finds through ``-I``: an edited header must
+change the key. The CuPy calls themselves are in :class:`gpuaug.device.CupyModule` (the
+package's GPU glue); this module only marshals arguments by kernel signature.
 """
 from __future__ import annotations
 
+import re
 import threading
 
 import numpy as np
@@ -24,18 +26,25 @@ OPTIONS = ("-std=c++17",)
 #: How each signature letter of :data:`KERNEL_SIGNATURES` becomes a CuPy launch argument:
 #: tensors are passed by device address (no copy), scalars as sized C types.
 _MARSHAL = {"p": lambda a: np.uint64(a.data_ptr()), "i": np.int32, "f": np.float32, "q": np.int64}
+_INCLUDE = re.compile(r'^#include "([^"]+)"[^\n]*$', re.MULTILINE)
 
 
-#: The headers fused.cu includes, inlined in that order.
-HEADERS = ("descriptor.h", "color.h", "dtype.h")
+def _inline_headers(text: str, root, seen: set[str]) -> str:
+    """``text`` with each ``#include "x.h"`` of ``kernels/`` replaced by the header's text,
+    recursively, the first time it appears (they all say ``#pragma once``) and by nothing after."""
+    def include(match: re.Match) -> str:
+        name = match.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _inline_headers((root / name).read_text(), root, seen)
+    return _INCLUDE.sub(include, text)
 
 
 def cuda_source() -> str:
     """``fused.cu`` with its headers inlined, stamped with the hash of ``kernels/``."""
     root = kernels_dir()
-    body = (root / "fused.cu").read_text()
-    for header in HEADERS:
-        body = body.replace(f'#include "{header}"', (root / header).read_text())
+    body = _inline_headers((root / "fused.cu").read_text(), root, set())
     return f"// gpuaug kernels sha256 {kernel_sources_hash()}\n{body}"
 
 
