@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -105,3 +106,15 @@ def test_table_and_targets_from_results():
     t = bench.targets(results[:2] + fast)
     assert t["cpu_vs_dali"]["met"] and t["cpu_time_vs_dali"]["met"] and t["cpu_vs_baseline"]["met"]
     assert "MISSED" not in bench.targets_text(t)
+
+
+def test_cpu_path_profile_times_every_stage(tmp_path):
+    """benchmarks/cpu_path_profile.py (the per-stage profile benchmarks/README.md quotes) runs."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "cpu_path_profile.py"
+    out = tmp_path / "profile.json"
+    subprocess.run([sys.executable, str(script), "--images", str(bench.QUICK_IMAGES), "--rounds", "1",
+                    "--out", str(out)], check=True, capture_output=True, timeout=300)
+    result = json.loads(out.read_text())
+    assert result["images"] > 50 and 0.08 < result["mean_box_share_of_image"] < 1
+    times = result["ms_per_image_min"]
+    assert len(times) == 6 and all(0 < t < 100 for t in times.values())
