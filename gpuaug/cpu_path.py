@@ -8,8 +8,9 @@ on a CPU:
 1. **Decode only what the crop needs.** The crop boxes are drawn from the header sizes
    before any pixel is decoded, so each JPEG is decoded over its box alone
    (:func:`gpuaug.decode.decode_region`: libjpeg-turbo skips the rows above the box, never
-   reads those below, and decodes each row from the iMCU column left of the box): the very
-   pixels of a full decode, for about 0.6 of its cost on ImageNet-like photos
+   reads those below, and decodes each row from one iMCU left of the box to one iMCU right
+   of it): the very pixels of a full decode, for about 0.6 of its cost on ImageNet-like
+   photos
    (``FastCpuPath.region_decode``, on). A JPEG whose box is at least twice the output size
    in both dimensions could also be decoded at 1/2, 1/4 or 1/8 scale by libjpeg's DCT
    scaling (see :func:`pick_scale`, :func:`scaled_box`, :func:`gpuaug.decode.decode_scaled`;

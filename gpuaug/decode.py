@@ -325,8 +325,9 @@ def decode_region(data, info: ImageInfo, top: int, left: int, height: int, width
     """Decode only the upright box ``(top, left, height, width)`` of a JPEG.
 
     libjpeg-turbo skips the rows above the box, never reads those below it and decodes
-    each row from the last iMCU boundary left of the box (:class:`gpuaug.native.JpegRegion`):
-    the box's pixels of a full decode, bit for bit, for roughly the box's share of the work.
+    each row from one iMCU left of the box to one iMCU right of it
+    (:class:`gpuaug.native.JpegRegion`): the box's pixels of a full decode, bit for bit, for
+    roughly the box's share of the work. Damaged data only below the box goes unseen.
     EXIF orientation is applied to the box. Returns ``[3, height, width]`` uint8 (a
     channels-last view for upright files), or ``None`` where the caller should decode in
     full: no libjpeg build, not a YCbCr/gray JPEG, or a file that does not end with the
