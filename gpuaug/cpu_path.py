@@ -1,12 +1,15 @@
 """The fast CPU path: each sample from its encoded bytes to its output row in one task.
 
 ``gpuaug.DataLoader(device="cpu")`` with ``fused=None`` (the default) runs this when the
-pipeline starts with a :class:`~gpuaug.transforms.RandomResizedCrop`; ``fused=False``
-still runs the torch reference op by op. What it does differently, and why it is faster
+pipeline starts with a :class:`~gpuaug.transforms.RandomResizedCrop` (train recipes) or a
+:class:`~gpuaug.transforms.Resize` followed by a :class:`~gpuaug.transforms.CenterCrop`
+(eval recipes; see :class:`FastCpuPath`); ``fused=False`` still runs the torch reference
+op by op. What it does differently, and why it is faster
 on a CPU:
 
 1. **Decode only what the crop needs.** The crop boxes are drawn from the header sizes
-   before any pixel is decoded, so each JPEG is decoded over its box alone
+   before any pixel is decoded, so each JPEG is decoded over its box alone (eval
+   geometries resize the whole image, so they decode all of it)
    (:func:`gpuaug.decode.decode_region`: libjpeg-turbo skips the rows above the box, never
    reads those below, and decodes each row from one iMCU left of the box to one iMCU right
    of it): the very pixels of a full decode, for about 0.6 of its cost on ImageNet-like
@@ -71,8 +74,8 @@ import torch.nn.functional as F
 
 from .decode import orientation_parts
 from .native import OUT_DTYPES, STEP_AFFINE, CpuRender
-from .transforms import (ColorJitter, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop,
-                         RandomVerticalFlip, ToDtype)
+from .transforms import (CenterCrop, ColorJitter, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop,
+                         RandomVerticalFlip, Resize, ToDtype)
 from .transforms._base import ImageState, PipelineParams, finalize
 
 #: DCT scale factors libjpeg offers (1/s of each dimension), largest first.
@@ -246,19 +249,33 @@ class SampleSteps:
         return flips[-2], flips[-1], steps
 
 
-def render_sample(img: torch.Tensor, box: tuple[int, int, int, int], size: tuple[int, int], mode: str,
-                  sample: SampleSteps, out: torch.Tensor) -> None:
-    """Crop ``box`` of ``img`` (``[3, H, W]`` uint8, any strides), resize it to ``size`` in
-    uint8, run ``sample``'s steps and write the result into ``out`` (``[3, h, w]``): after
-    the resize, in one call to :class:`gpuaug.native.CpuRender` where it builds, else
-    step by step in torch."""
-    top, left, h, w = box
+def _window(img: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
+    """``img[:, top:top + height, left:left + width]``, zero-padded where it reaches outside."""
+    h, w = img.shape[-2:]
+    pad = (max(-left, 0), max(left + width - w, 0), max(-top, 0), max(top + height - h, 0))
+    if any(pad):
+        img = F.pad(img, pad)
+        top, left = top + pad[2], left + pad[0]
+    return img[:, top:top + height, left:left + width]
+
+
+def render_sample(img: torch.Tensor, box: tuple[int, int, int, int] | None, size: tuple[int, int], mode: str,
+                  sample: SampleSteps, out: torch.Tensor, window: tuple[int, int, int, int] | None = None) -> None:
+    """Crop ``box`` of ``img`` (``[3, H, W]`` uint8, any strides; ``None``: all of it),
+    resize it to ``size`` in uint8, take ``window`` (top, left, height, width) of that
+    (zeros where it reaches outside, as CenterCrop pads), run ``sample``'s steps and write
+    the result into ``out`` (``[3, h, w]``): after the resize, in one call to
+    :class:`gpuaug.native.CpuRender` where it builds, else step by step in torch."""
+    top, left, h, w = box if box is not None else (0, 0, *img.shape[-2:])
     region = img[None, :, top:top + h, left:left + w]
     if (h, w) != tuple(size):
         if not region.is_contiguous(memory_format=torch.channels_last):
             region = region.contiguous(memory_format=torch.channels_last)   # the vectorized layout
         region = F.interpolate(region, size=size, mode=mode, antialias=True, align_corners=False)
     x8 = region[0]
+    if window is not None:
+        x8 = _window(x8, *window)
+        size = window[2:]
     native = CpuRender.get()
     if native is not None and out.dtype in OUT_DTYPES:
         native.render(x8, *sample.program(), out)
@@ -296,12 +313,26 @@ def render_sample(img: torch.Tensor, box: tuple[int, int, int, int], size: tuple
 
 # -- the plan for a pipeline --------------------------------------------------------------------
 
-class FastCpuPath:
-    """How the fast path runs a pipeline: the leading ops it renders per sample (``head``)
-    and the logical dtype after them; the ops after ``head`` run through the reference.
+@dataclass
+class SampleGeometry:
+    """Where one sample's output comes from: ``box`` of the upright source (``None``: the
+    whole image) resized to ``resize``, then ``window`` (top, left, height, width) of that
+    (``None``: all of it)."""
 
-    ``for_pipeline`` returns ``None`` when the pipeline does not start with a bilinear or
-    bicubic antialiased :class:`RandomResizedCrop` (the loader then runs the reference).
+    box: tuple[int, int, int, int] | None
+    resize: tuple[int, int]
+    window: tuple[int, int, int, int] | None = None
+
+
+class FastCpuPath:
+    """How the fast path runs a pipeline: the geometry it starts with (the first ``first``
+    ops), the ops it renders per sample (``head``) and the logical dtype after them; the
+    ops after ``head`` run through the reference.
+
+    The geometry is a bilinear or bicubic antialiased :class:`RandomResizedCrop` (train
+    recipes), or a :class:`Resize` followed by a :class:`CenterCrop` or to a fixed
+    ``(h, w)`` (eval recipes). ``for_pipeline`` returns ``None`` for any other start (the
+    loader then runs the reference).
     """
 
     #: Decode JPEGs at a DCT scale when the crop allows it (see the module docstring: off
@@ -311,19 +342,43 @@ class FastCpuPath:
     #: pixels as a full decode, so on by default.
     region_decode: bool = True
 
-    def __init__(self, transforms: list, head: int, dtype: torch.dtype):
+    def __init__(self, transforms: list, first: int, head: int, dtype: torch.dtype):
         self.transforms = transforms
+        self.first = first          # geometry ops at the start
         self.head = head
         self.dtype = dtype          # logical dtype after the head
+
+    @property
+    def mode(self) -> str:
+        """The resize's interpolation."""
+        return self.transforms[0].mode
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """The output's ``(h, w)``."""
+        return tuple(self.transforms[self.first - 1].size)
+
+    @staticmethod
+    def _geometry_ops(ops: list) -> int:
+        """How many leading ops form a geometry the fast path takes (0: none)."""
+        if not ops or type(ops[0]) not in (RandomResizedCrop, Resize) or ops[0].mode not in ("bilinear", "bicubic") \
+                or not ops[0].antialias:
+            return 0
+        if type(ops[0]) is RandomResizedCrop:
+            return 1
+        if len(ops) > 1 and type(ops[1]) is CenterCrop:
+            return 2
+        fixed = isinstance(ops[0].size, (list, tuple)) and len(ops[0].size) == 2
+        return 1 if fixed else 0                # a shorter-side Resize alone leaves sizes ragged
 
     @classmethod
     def for_pipeline(cls, pipe: Compose) -> "FastCpuPath | None":
         ops = pipe.transforms
-        if not ops or type(ops[0]) is not RandomResizedCrop or ops[0].mode not in ("bilinear", "bicubic") \
-                or not ops[0].antialias:
+        first = cls._geometry_ops(ops)
+        if not first:
             return None
-        dtype, head = torch.uint8, 1
-        for op in ops[1:]:
+        dtype, head = torch.uint8, first
+        for op in ops[first:]:
             if isinstance(op, (RandomHorizontalFlip, RandomVerticalFlip)):
                 pass
             elif isinstance(op, ColorJitter):
@@ -341,11 +396,20 @@ class FastCpuPath:
             else:
                 break
             head += 1
-        return cls(ops, head, dtype)
+        return cls(ops, first, head, dtype)
 
-    @property
-    def crop(self) -> RandomResizedCrop:
-        return self.transforms[0]
+    def geometry(self, params: PipelineParams) -> list[SampleGeometry]:
+        """Each row's :class:`SampleGeometry`, from the batch's parameters."""
+        geometry = params.per_op[0]
+        if type(self.transforms[0]) is RandomResizedCrop:
+            boxes = torch.stack([geometry.top, geometry.left, geometry.height, geometry.width], 1).tolist()
+            return [SampleGeometry(tuple(box), self.size) for box in boxes]
+        sizes = torch.stack([geometry.height, geometry.width], 1).tolist()
+        if self.first == 1:
+            return [SampleGeometry(None, tuple(size)) for size in sizes]
+        crop = params.per_op[1]
+        windows = torch.stack([crop.top, crop.left, crop.height, crop.width], 1).tolist()
+        return [SampleGeometry(None, tuple(size), tuple(window)) for size, window in zip(sizes, windows)]
 
     @property
     def whole(self) -> bool:
@@ -355,7 +419,7 @@ class FastCpuPath:
         """The batch the tasks write into: final dtype when the head is the whole pipeline,
         else float32 working values for the reference ops after it; taken from ``buffers``
         when given."""
-        h, w = self.crop.size
+        h, w = self.size
         dtype = self.dtype if self.whole else torch.float32
         memory_format = torch.channels_last if channels_last and self.whole else torch.contiguous_format
         if buffers is not None:
@@ -370,7 +434,7 @@ class FastCpuPath:
         steps: list[list] = [[] for _ in range(n)]
         bound = 255.0
         mul = add = None                    # pending per-channel affine (ToDtype scale, Normalize)
-        for op, p in zip(self.transforms[1:self.head], params.per_op[1:self.head]):
+        for op, p in zip(self.transforms[self.first:self.head], params.per_op[self.first:self.head]):
             if isinstance(op, (RandomHorizontalFlip, RandomVerticalFlip)):
                 for row, flip in zip(steps, p.apply.tolist()):
                     if flip:

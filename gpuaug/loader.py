@@ -117,9 +117,10 @@ class DataLoader:
             available, else ``"cpu"``).
         fused: ``None`` (default) picks the fastest path: the fused CUDA kernels on
             CUDA (falling back to the torch reference with a warning when CuPy is
-            missing); on CPU, for pipelines that start with a RandomResizedCrop, the
-            per-sample fast path of :mod:`gpuaug.cpu_path` (uint8 resize, one task per
-            sample on the decoder threads), else the torch reference. ``True`` requires
+            missing); on CPU, for pipelines that start with a RandomResizedCrop (train) or
+            a Resize and CenterCrop (eval), the per-sample fast path of
+            :mod:`gpuaug.cpu_path` (uint8 resize, one task per sample on the decoder
+            threads), else the torch reference. ``True`` requires
             the fused kernels (on CPU: the same kernel sources compiled by the host C++
             compiler, slower than the reference today); ``False`` forces the reference.
         seed: seed of the counter-based generator; a sample's augmentation is a pure

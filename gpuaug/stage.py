@@ -71,8 +71,9 @@ class DeviceStage:
         dataset_size: number of samples ``fetch`` can take.
         max_pixels: decompression-bomb limit for samples fetched here.
         fast_cpu: on a CPU device with the CPU decoder, render pipelines that start with a
-            RandomResizedCrop through :mod:`gpuaug.cpu_path` (uint8 resize, color per
-            sample, one task per sample) instead of decode-then-reference.
+            RandomResizedCrop, or a Resize and CenterCrop, through :mod:`gpuaug.cpu_path`
+            (uint8 resize, color per sample, one task per sample) instead of
+            decode-then-reference.
         keep_batches: output batches the fast CPU path keeps to write again once nobody
             holds them (:class:`gpuaug.cpu_path.BatchBuffers`; 0: a new one per batch).
     """
@@ -94,10 +95,21 @@ class DeviceStage:
         self.fetch = fetch
         self.dataset_size = dataset_size
         self.max_pixels = max_pixels
-        self.fast = None
-        if fast_cpu and backend is None and device.type == "cpu" and decoder.batched is None:
-            self.fast = FastCpuPath.for_pipeline(self.transform)
-        self.buffers = BatchBuffers(keep_batches) if self.fast is not None and keep_batches else None
+        self._fast_allowed = fast_cpu and backend is None and device.type == "cpu"
+        self._fast_plan: tuple[tuple, FastCpuPath | None] = ((), None)
+        self.buffers = BatchBuffers(keep_batches) if self._fast_allowed and keep_batches else None
+
+    @property
+    def fast(self) -> FastCpuPath | None:
+        """The fast CPU path's plan for the pipeline as it is now, or ``None`` (the reference
+        flow: also with a batched decoder). Planned again when the pipeline's ops change: a
+        notebook may edit ``loader.transform`` in place between passes."""
+        if not self._fast_allowed or self.decoder.batched is not None:
+            return None
+        ops = tuple(map(id, self.transform.transforms))
+        if self._fast_plan[0] != ops:
+            self._fast_plan = (ops, FastCpuPath.for_pipeline(self.transform))
+        return self._fast_plan[1]
 
     # -- 1. decode ---------------------------------------------------------------------
     def decode(self, raw: RawBatch) -> tuple[list[torch.Tensor | None], dict[int, str]]:
@@ -284,17 +296,16 @@ class DeviceStage:
             keys = SampleKeys(self.seed, epoch, raw.indices.cpu())
             params = self.transform.make_pipeline_params(keys, sizes, channels=3)
         out = fast.output(n, self.channels_last, self.buffers if recycle else None)
-        crop = params.per_op[0]
-        boxes = torch.stack([crop.top, crop.left, crop.height, crop.width], 1).tolist()
-        steps = fast.batch_steps(params)
+        geometry, steps = fast.geometry(params), fast.batch_steps(params)
         failed = {b: err for b, err in enumerate(raw.errors) if err is not None}
         rows = [b for b in range(n) if b not in failed and int(raw.info[b, FORMAT]) != BAD]
         infos = {b: raw.image_info(b) for b in rows}
 
         def task(b: int):
             try:
-                img, box = self._decode_for(raw, b, infos[b], boxes[b])
-                render_sample(img, box, fast.crop.size, fast.crop.mode, steps[b], out[b])
+                where = geometry[b]
+                img, box = self._decode_for(raw, b, infos[b], where.box)
+                render_sample(img, box, where.resize, fast.mode, steps[b], out[b], where.window)
             except DecodeError as e:
                 return str(e)
             return None
@@ -329,7 +340,7 @@ class DeviceStage:
         data = raw.sample_bytes(b)
         scale = 1
         if box is not None and self.fast.dct_scaling and info.format == "jpeg" and not info.cmyk:
-            scale = pick_scale(box[2], box[3], *self.fast.crop.size)
+            scale = pick_scale(box[2], box[3], *self.fast.size)
         if scale > 1:
             try:
                 img = decode_scaled(data, info, scale)
@@ -368,10 +379,10 @@ class DeviceStage:
             sizes[b] = torch.tensor(image.shape[-2:])
         keys = SampleKeys(self.seed, epoch, raw.indices.cpu())
         params = self.transform.make_pipeline_params(keys, sizes, channels=3)
-        crop, steps = params.per_op[0], self.fast.batch_steps(params)
+        geometry, steps = self.fast.geometry(params), self.fast.batch_steps(params)
         for b, image in replacements.items():     # decoded in full, drawn for its own size with the row's key
-            box = [int(crop.top[b]), int(crop.left[b]), int(crop.height[b]), int(crop.width[b])]
-            render_sample(image, box, self.fast.crop.size, self.fast.crop.mode, steps[b], out[b])
+            where = geometry[b]
+            render_sample(image, where.box, where.resize, self.fast.mode, steps[b], out[b], where.window)
         targets = raw.targets
         if targets is not None:
             targets = gather_rows(targets, raw.example_rest, rows, collate_targets(extra_rests))

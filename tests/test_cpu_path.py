@@ -585,3 +585,76 @@ def test_bad_jpegs_are_named_with_region_decode(on_error):
         with pytest.warns(UserWarning):
             out, loader = loader_outputs(data, recipe(16), on_error="skip")
         assert sorted(out) == [0, 2] and [b.index for b in loader.bad_samples] == [1]
+
+
+# -- eval geometry: Resize, then CenterCrop (or a fixed-size Resize) ---------------------------------------
+
+def eval_recipe(short=20, crop=16):
+    return T.Compose([T.Resize(short), T.CenterCrop(crop), T.ToDtype(torch.float32, scale=True),
+                      T.Normalize(MEAN, STD)])
+
+
+@pytest.mark.parametrize("crop", [16, 24], ids=["inside", "padded"])
+def test_eval_loader_output_is_torchvision_on_the_uint8_resize(crop):
+    images = [photo_like(40 + 9 * k, 70 - 8 * k, seed=k) for k in range(5)]
+    data = [(encode(img, "PNG"), k) for k, img in enumerate(images)]
+    data.append((exif_jpeg(photo_like(50, 36, seed=9), orientation=6, quality=95), 5))
+    upright = images + [pil_upright(data[5][0])]
+    out, loader = loader_outputs(data, eval_recipe(20, crop))
+    assert loader._stage.fast is not None and loader._stage.fast.first == 2 and loader._stage.fast.whole
+    for k, img in enumerate(upright):
+        x = TVF.center_crop(TVF.resize(img, [20], antialias=True), [crop, crop])     # zero padding when larger
+        expected = TVF.normalize(TVF.to_dtype(x, torch.float32, scale=True), MEAN, STD)
+        assert out[k].shape == (3, crop, crop)
+        assert (out[k] - expected).abs().max() <= 1e-4, k
+
+
+def test_eval_pipelines_match_the_reference_within_rounding():
+    images = [photo_like(30 + 7 * k, 52 - 5 * k, seed=k) for k in range(5)]
+    data = [(encode(img, "JPEG", quality=95), k) for k, img in enumerate(images)]
+    pipelines = [
+        eval_recipe(18, 14),
+        T.Compose([T.Resize([12, 18], interpolation="bicubic"), T.RandomHorizontalFlip(), T.ColorJitter(0.3, 0.3, 0.3, 0.1),
+                   T.ToDtype(torch.float16, scale=True)]),
+        T.Compose([T.Resize(16, max_size=20), T.CenterCrop(12), T.RandomVerticalFlip(), T.ToDtype(torch.float32, scale=True)]),
+    ]
+    for pipe in pipelines:
+        fast, loader = loader_outputs(data, pipe)
+        assert loader._stage.fast is not None and loader._stage.fast.whole, pipe
+        ref, _ = loader_outputs(data, pipe, fused=False)
+        level = 1 / 255 / (min(STD) if any(isinstance(op, T.Normalize) for op in pipe.transforms) else 1.0)
+        for k in range(5):
+            assert fast[k].dtype == ref[k].dtype and fast[k].shape == ref[k].shape
+            assert (fast[k].double() - ref[k].double()).abs().max() <= 4 * level, (pipe, k)
+
+
+def test_eval_geometry_is_taken_only_when_sizes_come_out_fixed():
+    take = cpu_path.FastCpuPath.for_pipeline
+    assert take(T.Compose([T.Resize(16), T.CenterCrop(12)])).first == 2
+    assert take(T.Compose([T.Resize([16, 12])])).first == 1
+    assert take(T.Compose([T.Resize(16)])) is None                      # ragged: the reference keeps lists
+    assert take(T.Compose([T.Resize(16, interpolation="nearest"), T.CenterCrop(12)])) is None
+    assert take(T.Compose([T.Resize(16, antialias=False), T.CenterCrop(12)])) is None
+    plan = take(T.Compose([T.Resize(16), T.CenterCrop(12), T.GaussianBlur(3)]))
+    assert plan.head == 2 and not plan.whole and plan.size == (12, 12)
+
+
+def test_eval_replay_is_what_the_loader_gave():
+    data = [(exif_jpeg(photo_like(40 + 6 * k, 30 + 5 * k, seed=k), orientation=1 + k), k) for k in range(4)]
+    loader = gpuaug.DataLoader(data, batch_size=2, seed=0, transform=eval_recipe(18, 16))
+    seen = {}
+    for images, labels in loader:
+        for img, i in zip(images, labels.tolist()):
+            seen[i] = img.clone()
+    for i in range(4):
+        assert torch.equal(loader.replay(i), seen[i])
+
+
+def test_plan_follows_a_pipeline_edited_in_place():
+    data = [(encode(photo_like(30, 40, seed=k), "PNG"), k) for k in range(4)]
+    loader = gpuaug.DataLoader(data, batch_size=2, seed=0, transform=recipe(16))
+    assert loader._stage.fast.first == 1 and next(iter(loader))[0].shape == (2, 3, 16, 16)
+    loader.transform.transforms[:2] = [T.Resize(12), T.CenterCrop(10)]      # notebook-style edit
+    assert loader._stage.fast.first == 2 and next(iter(loader))[0].shape == (2, 3, 10, 10)
+    loader.transform.transforms[:] = []
+    assert loader._stage.fast is None and next(iter(loader))[0].shape == (2, 3, 30, 40)
