@@ -736,8 +736,8 @@ def targets(results: list[Result]) -> dict:
                              "baseline_cpu_s_per_1000": base.cpu_s_per_1000, "ratio": ratio,
                              "target": WORKER_CPU_TARGET, "met": ratio <= WORKER_CPU_TARGET}
     cpu_paths = [by[n] for n in ("gpuaug-cpu", "gpuaug-cpu-ref", "gpuaug-cpu-fused") if n in by]
-    if cpu_paths and "dali-cpu" in by:
-        best = max(cpu_paths, key=lambda r: r.images_per_s)
+    best = max(cpu_paths, key=lambda r: r.images_per_s) if cpu_paths else None
+    if best and "dali-cpu" in by:
         ratio = best.images_per_s / by["dali-cpu"].images_per_s
         out["cpu_vs_dali"] = {"pipeline": best.pipeline, "gpuaug_images_per_s": best.images_per_s,
                               "dali_images_per_s": by["dali-cpu"].images_per_s, "ratio": ratio,
@@ -746,8 +746,7 @@ def targets(results: list[Result]) -> dict:
         out["cpu_time_vs_dali"] = {"pipeline": best.pipeline, "gpuaug_cpu_s_per_1000": best.cpu_s_per_1000,
                                    "dali_cpu_s_per_1000": by["dali-cpu"].cpu_s_per_1000, "ratio": cpu,
                                    "target": 1.0, "met": cpu < 1.0}
-    if cpu_paths and base:
-        best = max(cpu_paths, key=lambda r: r.images_per_s)
+    if best and base:
         ratio = best.images_per_s / base.images_per_s
         out["cpu_vs_baseline"] = {"pipeline": best.pipeline, "gpuaug_images_per_s": best.images_per_s,
                                   "baseline_images_per_s": base.images_per_s, "ratio": ratio,

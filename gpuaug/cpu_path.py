@@ -77,6 +77,7 @@ from .native import OUT_DTYPES, STEP_AFFINE, CpuRender
 from .transforms import (CenterCrop, ColorJitter, Compose, Normalize, RandomHorizontalFlip, RandomResizedCrop,
                          RandomVerticalFlip, Resize, ToDtype)
 from .transforms._base import ImageState, PipelineParams, finalize
+from .transforms._geometry import extract_region
 
 #: DCT scale factors libjpeg offers (1/s of each dimension), largest first.
 JPEG_SCALES = (8, 4, 2)
@@ -249,16 +250,6 @@ class SampleSteps:
         return flips[-2], flips[-1], steps
 
 
-def _window(img: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
-    """``img[:, top:top + height, left:left + width]``, zero-padded where it reaches outside."""
-    h, w = img.shape[-2:]
-    pad = (max(-left, 0), max(left + width - w, 0), max(-top, 0), max(top + height - h, 0))
-    if any(pad):
-        img = F.pad(img, pad)
-        top, left = top + pad[2], left + pad[0]
-    return img[:, top:top + height, left:left + width]
-
-
 def render_sample(img: torch.Tensor, box: tuple[int, int, int, int] | None, size: tuple[int, int], mode: str,
                   sample: SampleSteps, out: torch.Tensor, window: tuple[int, int, int, int] | None = None) -> None:
     """Crop ``box`` of ``img`` (``[3, H, W]`` uint8, any strides; ``None``: all of it),
@@ -274,7 +265,9 @@ def render_sample(img: torch.Tensor, box: tuple[int, int, int, int] | None, size
         region = F.interpolate(region, size=size, mode=mode, antialias=True, align_corners=False)
     x8 = region[0]
     if window is not None:
-        x8 = _window(x8, *window)
+        # CenterCrop's own window (zero padding outside); a padded window comes back as
+        # float32 holding whole numbers, so uint8 again is exact
+        x8 = extract_region(x8, *window).to(torch.uint8)
         size = window[2:]
     native = CpuRender.get()
     if native is not None and out.dtype in OUT_DTYPES:
@@ -402,13 +395,11 @@ class FastCpuPath:
         """Each row's :class:`SampleGeometry`, from the batch's parameters."""
         geometry = params.per_op[0]
         if type(self.transforms[0]) is RandomResizedCrop:
-            boxes = torch.stack([geometry.top, geometry.left, geometry.height, geometry.width], 1).tolist()
-            return [SampleGeometry(tuple(box), self.size) for box in boxes]
+            return [SampleGeometry(tuple(box), self.size) for box in geometry.boxes()]
         sizes = torch.stack([geometry.height, geometry.width], 1).tolist()
         if self.first == 1:
             return [SampleGeometry(None, tuple(size)) for size in sizes]
-        crop = params.per_op[1]
-        windows = torch.stack([crop.top, crop.left, crop.height, crop.width], 1).tolist()
+        windows = params.per_op[1].boxes()
         return [SampleGeometry(None, tuple(size), tuple(window)) for size, window in zip(sizes, windows)]
 
     @property

@@ -236,14 +236,13 @@ class JpegRegion(_Library):
             if data.dtype != torch.uint8 or not data.is_contiguous():
                 raise ValueError("expected contiguous uint8 bytes")
             address, size = data.data_ptr(), data.numel()
-            keep = data
         else:
-            keep = ctypes.c_char_p(bytes(data))           # no copy when ``data`` is already bytes
-            address, size = ctypes.cast(keep, ctypes.c_void_p).value, len(data)
+            size = len(data)
+            data = ctypes.c_char_p(bytes(data))           # no copy when ``data`` is already bytes
+            address = ctypes.cast(data, ctypes.c_void_p).value
         out = torch.empty((height, width, 3), dtype=torch.uint8)
         message = ctypes.create_string_buffer(self.MESSAGE_BYTES)
         status = self._fn(address, size, top, left, height, width, out.data_ptr(), message, self.MESSAGE_BYTES)
-        del keep
         if status < 0:
             raise DecodeError(f"corrupt or truncated JPEG data: {message.value.decode(errors='replace')}")
         return out if status == 0 else None

@@ -337,10 +337,10 @@ class DeviceStage:
         """Row ``b`` decoded as its crop needs: ``(uint8 image, crop box in its pixels)``."""
         if int(raw.info[b, FORMAT]) == RAW:
             return to_rgb(raw.pixels(b)), box
-        data = raw.sample_bytes(b)
+        data, fast = raw.sample_bytes(b), self.fast
         scale = 1
-        if box is not None and self.fast.dct_scaling and info.format == "jpeg" and not info.cmyk:
-            scale = pick_scale(box[2], box[3], *self.fast.size)
+        if box is not None and fast.dct_scaling and info.format == "jpeg" and not info.cmyk:
+            scale = pick_scale(box[2], box[3], *fast.size)
         if scale > 1:
             try:
                 img = decode_scaled(data, info, scale)
@@ -349,7 +349,7 @@ class DeviceStage:
             else:
                 self.decoder.cpu.count("pil")
                 return img, scaled_box(*box, info.height, info.width, scale, info.orientation)
-        elif box is not None and self.fast.region_decode:
+        elif box is not None and fast.region_decode:
             try:
                 img = decode_region(data, info, *box)
             except DecodeError:

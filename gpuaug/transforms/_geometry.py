@@ -117,6 +117,10 @@ class CropParams:
     height: torch.Tensor  # [B] int64
     width: torch.Tensor   # [B] int64
 
+    def boxes(self) -> list[list[int]]:
+        """Each sample's window as ``[top, left, height, width]`` Python ints."""
+        return torch.stack([self.top, self.left, self.height, self.width], 1).tolist()
+
 
 def affine_points(scale_x, scale_y, shift_x, shift_y) -> torch.Tensor:
     """``[B, 3, 3]`` map ``(x, y) -> (scale_x * x + shift_x, scale_y * y + shift_y)``."""
@@ -140,9 +144,8 @@ def _crop_sizes(params: CropParams) -> torch.Tensor:
 def _crop_each(state: ImageState, params: CropParams, fill=0.0, padding_mode="constant",
                out_size: tuple[int, int] | None = None, mode="bilinear", antialias=True) -> ImageState:
     """Crop each sample to its window, then optionally resample to ``out_size``."""
-    boxes = torch.stack([params.top, params.left, params.height, params.width], 1).tolist()
     outs = []
-    for img, (top, left, h, w) in zip(state.as_list(), boxes):
+    for img, (top, left, h, w) in zip(state.as_list(), params.boxes()):
         region = extract_region(img, top, left, h, w, fill, padding_mode)
         outs.append(resample(region, *out_size, mode, antialias) if out_size else region.float())
     return ImageState(_stack_if_same(outs), state.dtype)
